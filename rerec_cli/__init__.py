@@ -1,0 +1,1 @@
+"""The `rerec` command line: a thin Typer shell around `stages/`."""

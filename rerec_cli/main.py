@@ -1,0 +1,17 @@
+"""Entry point of the `rerec` console script: the app with every command registered."""
+
+from __future__ import annotations
+
+from rerec_cli import fetch as _fetch  # noqa: F401  (registers `rerec fetch`)
+from rerec_cli.app import app
+from rerec_cli.artifacts import artifacts_app
+
+app.add_typer(artifacts_app, name="artifacts")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""The single definition of every artifact's tables, columns and schema version.
+
+Stages import the schema of what they write and read from here; nothing else names columns.
+"""
+
+from __future__ import annotations
+
+from schemas.base import ArtifactSchema, SchemaError, TableSchema
+from schemas.raw import BOOK_CROSSING, ML_100K, RAW_GENERIC, SMOLLM2_135M, WIKIDATA_FILMS
+
+ARTIFACTS: dict[str, ArtifactSchema] = {
+    s.name: s for s in (ML_100K, WIKIDATA_FILMS, BOOK_CROSSING, SMOLLM2_135M)
+}
+
+
+def schema_for(name: str) -> ArtifactSchema:
+    """The schema of artifact ``name``; user-defined raw sources share the generic raw schema."""
+    return ARTIFACTS.get(name, RAW_GENERIC)
+
+
+__all__ = ["ARTIFACTS", "ArtifactSchema", "SchemaError", "TableSchema", "schema_for"]

@@ -1,0 +1,70 @@
+"""The shape every artifact schema takes, and the check that a table matches it.
+
+An artifact schema names the artifact, carries an integer version that is bumped whenever the
+columns or files change in a way old readers cannot follow, and lists the Parquet tables (with
+their column types) and other files the artifact must hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+
+class SchemaError(ValueError):
+    """A table or artifact does not have the shape its schema names."""
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """Columns of one Parquet table, in order, with their Polars types."""
+
+    name: str
+    columns: dict[str, pl.DataType]
+    description: str = ""
+
+    def validate(self, df: pl.DataFrame, where: str) -> pl.DataFrame:
+        """Return ``df`` with exactly this schema's columns, in order; raise on a missing column
+        or a type that cannot be cast losslessly."""
+        missing = [c for c in self.columns if c not in df.columns]
+        if missing:
+            raise SchemaError(
+                f"{where}: table '{self.name}' lacks column(s) {', '.join(missing)} "
+                f"(expected {', '.join(self.columns)})"
+            )
+        out = []
+        for col, dtype in self.columns.items():
+            series = df.get_column(col)
+            if series.dtype != dtype:
+                try:
+                    series = series.cast(dtype, strict=True)
+                except Exception as exc:  # polars raises several exception types here
+                    raise SchemaError(
+                        f"{where}: column '{self.name}.{col}' has type {series.dtype}, "
+                        f"expected {dtype}"
+                    ) from exc
+            out.append(series)
+        return pl.DataFrame(out)
+
+
+@dataclass(frozen=True)
+class ArtifactSchema:
+    """What one artifact holds."""
+
+    name: str
+    version: int
+    kind: str  # "raw", "model", "graph", ...
+    description: str
+    produced_by: str  # the command that (re)builds it, quoted in errors
+    tables: dict[str, TableSchema] = field(default_factory=dict)
+    files: tuple[str, ...] = ()  # required non-table files, relative to the artifact folder
+
+    def table(self, name: str) -> TableSchema:
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise SchemaError(
+                f"artifact '{self.name}' has no table '{name}' "
+                f"(tables: {', '.join(self.tables) or 'none'})"
+            ) from None
