@@ -1,0 +1,47 @@
+# Common chains. `make demo` sets up and runs the pipeline on the embedded default data;
+# `make test` sets up and runs the tests. Both create the virtualenv on first use.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+REREC   := $(BIN)/rerec
+WORKDIR ?= workdir
+export REREC_WORKDIR := $(WORKDIR)
+
+.PHONY: demo test install lint fetch lock clean-workdir help
+
+help:
+	@echo "make demo    set up, fetch real data + SmolLM2-135M, run every stage (CPU)"
+	@echo "make test    set up and run the test suite (no network needed)"
+	@echo "make lint    ruff check + format check"
+	@echo "make lock    regenerate constraints/cpu.txt from the current virtualenv"
+
+$(BIN)/.installed: pyproject.toml constraints/cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-c constraints/cpu.txt -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+fetch: install
+	$(REREC) fetch all
+
+demo: install
+	$(REREC) fetch all
+	$(REREC) artifacts list
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+lock: install
+	{ sed -n '1,2p' constraints/cpu.txt; \
+	  $(BIN)/pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints/cpu.txt.new
+	mv constraints/cpu.txt.new constraints/cpu.txt
+
+clean-workdir:
+	find $(WORKDIR) -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

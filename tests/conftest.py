@@ -1,0 +1,56 @@
+"""Shared fixtures: an empty store per test, and the real `rerec` CLI driven in process."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rerec_cli.app import state
+from rerec_cli.main import app
+from stages.store import ArtifactStore
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path / "workdir"
+
+
+@pytest.fixture
+def store(workdir: Path) -> ArtifactStore:
+    return ArtifactStore(workdir)
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def rerec(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run `rerec ARGS...` against the test's workdir; returns exit code, stdout, stderr."""
+    monkeypatch.setenv("REREC_WORKDIR", str(workdir))
+    monkeypatch.setenv("COLUMNS", "200")
+
+    def run(*args: str) -> CliResult:
+        state.debug = False
+        result = CliRunner().invoke(app, list(args))
+        return CliResult(result.exit_code, result.stdout, result.stderr)
+
+    return run
+
+
+def build_wheel(path: Path, files: Mapping[str, bytes]) -> str:
+    """Write a zip archive (a wheel is one) with ``files``; return its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return hashlib.sha256(path.read_bytes()).hexdigest()

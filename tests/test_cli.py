@@ -1,0 +1,124 @@
+"""The `rerec` shell: help text, exit codes, one-line errors, artifact listing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import polars as pl
+import pytest
+
+import schemas
+from schemas import ArtifactSchema, TableSchema
+
+TOY = ArtifactSchema(
+    name="toy",
+    version=1,
+    kind="test",
+    description="toy",
+    produced_by="rerec toy",
+    tables={"t": TableSchema("t", {"x": pl.Int64})},
+)
+
+
+@pytest.fixture(autouse=True)
+def toy_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(schemas.ARTIFACTS, "toy", TOY)
+
+
+def test_help_lists_commands(rerec) -> None:
+    result = rerec("--help")
+    assert result.exit_code == 0
+    for command in ("fetch", "artifacts"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("fetch", "--help"),
+        ("artifacts", "--help"),
+        ("artifacts", "list", "--help"),
+        ("artifacts", "show", "--help"),
+        ("artifacts", "path", "--help"),
+    ],
+)
+def test_every_command_has_help(rerec, args) -> None:
+    result = rerec(*args)
+    assert result.exit_code == 0 and "Usage" in result.stdout
+
+
+def test_unknown_command_and_option_exit_2(rerec) -> None:
+    assert rerec("no-such-command").exit_code == 2
+    assert rerec("fetch", "--no-such-option").exit_code == 2
+
+
+def test_user_error_is_one_line_exit_2_without_traceback(rerec) -> None:
+    result = rerec("artifacts", "show", "toy")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: no artifact 'toy' in ")
+    assert result.stderr.rstrip().endswith("create it with `rerec toy`")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rerec_cli.main",
+            "--workdir",
+            "/nonexistent-rerec",
+            "--debug",
+            "artifacts",
+            "show",
+            "graph",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "UserError" in proc.stderr
+
+
+def test_real_console_script_exit_code() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rerec_cli.main",
+            "--workdir",
+            "/nonexistent-rerec",
+            "artifacts",
+            "show",
+            "graph",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: no artifact 'graph' in /nonexistent-rerec; artifacts there: none"
+    ]
+
+
+def test_artifacts_list_show_and_path(rerec, store) -> None:
+    assert "no artifacts" in rerec("artifacts", "list").stdout
+    parent = store.build(
+        "toy", config={"a": 1}, build=lambda w: w.write_table("t", pl.DataFrame({"x": [1, 2]}))
+    ).artifact
+    child = store.build(
+        "toy",
+        config={"a": 2},
+        inputs=[parent],
+        build=lambda w: w.write_table("t", pl.DataFrame({"x": [3]})),
+    ).artifact
+    listed = rerec("artifacts", "list")
+    assert listed.exit_code == 0 and child.version in listed.stdout
+    assert parent.version not in listed.stdout
+    assert parent.version in rerec("artifacts", "list", "--all").stdout
+    shown = rerec("artifacts", "show", "toy")
+    assert shown.exit_code == 0
+    assert f"toy@{parent.version}" in shown.stdout and "lineage" in shown.stdout
+    assert rerec("artifacts", "path", f"toy@{parent.version}").stdout.strip() == str(parent.path)
+    as_json = rerec("artifacts", "show", "toy", "--json")
+    assert '"content_hash"' in as_json.stdout

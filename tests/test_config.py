@@ -1,0 +1,61 @@
+"""Config precedence: defaults < YAML file < command-line options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import Field
+
+from stages.config import StageConfig, resolve_config
+from stages.errors import UserError
+
+
+class ToyConfig(StageConfig):
+    epochs: int = Field(default=3, gt=0, description="passes over the data")
+    lr: float = Field(default=1e-3, description="learning rate")
+    name: str = Field(default="toy", description="run name")
+
+
+def test_defaults_then_yaml_then_options(tmp_path: Path) -> None:
+    assert resolve_config(ToyConfig, section="train") == ToyConfig()
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("epochs: 7\nlr: 0.5\n")
+    from_file = resolve_config(ToyConfig, section="train", config_file=cfg_file)
+    assert (from_file.epochs, from_file.lr, from_file.name) == (7, 0.5, "toy")
+    both = resolve_config(
+        ToyConfig, section="train", config_file=cfg_file, overrides={"lr": 0.1, "name": None}
+    )
+    assert (both.epochs, both.lr, both.name) == (7, 0.1, "toy")
+
+
+def test_pipeline_file_takes_the_stage_section(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "pipeline.yaml"
+    cfg_file.write_text("train:\n  epochs: 9\nbuild-graph:\n  epochs: 1\n")
+    assert resolve_config(ToyConfig, section="train", config_file=cfg_file).epochs == 9
+    assert resolve_config(ToyConfig, section="eval", config_file=cfg_file).epochs == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        ("epochz: 2\n", {}, r"train config \(.*c.yaml\): epochz: unknown option"),
+        ("epochs: -1\n", {}, r"epochs: Input should be greater than 0"),
+        ("epochs: [1\n", {}, r"not valid YAML at line"),
+        ("- 1\n- 2\n", {}, r"expected a mapping"),
+        ("", {"epochs": "many"}, r"train config \(command line\): epochs"),
+    ],
+)
+def test_bad_config_is_one_clear_line(
+    tmp_path: Path, text: str, overrides: dict, message: str
+) -> None:
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(text)
+    with pytest.raises(UserError, match=message) as err:
+        resolve_config(ToyConfig, section="train", config_file=cfg_file, overrides=overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        resolve_config(ToyConfig, section="train", config_file=tmp_path / "nope.yaml")
