@@ -59,6 +59,9 @@ class ArtifactSchema:
     produced_by: str  # the command that (re)builds it, quoted in errors
     tables: dict[str, TableSchema] = field(default_factory=dict)
     files: tuple[str, ...] = ()  # required non-table files, relative to the artifact folder
+    # Whether `NAME-anything` (e.g. `graph-books`) is an artifact of this schema too, so one
+    # store can hold several graphs side by side.
+    variants: bool = False
 
     def table(self, name: str) -> TableSchema:
         try:

@@ -85,7 +85,9 @@ def resolve_config(
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "config"
         origin = "command line" if err["loc"] and err["loc"][0] in given else source
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a check across several options
+            raise UserError(f"{section}: {msg}") from None
         if err["type"] == "extra_forbidden":
             known = ", ".join(cls.model_fields)
             msg = f"unknown option (known: {known})"
