@@ -64,6 +64,7 @@ def build_graph_command(
         ),
     ] = None,
     delimiter: Annotated[str | None, typer.Option(help=field_help(H, "delimiter"))] = None,
+    encoding: Annotated[str | None, typer.Option(help=field_help(H, "encoding"))] = None,
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="YAML file of options.")
     ] = None,
@@ -92,6 +93,7 @@ def build_graph_command(
             users_path=users,
             columns=_columns(column),
             delimiter=delimiter,
+            encoding=encoding,
         ),
     )
     result = build_graph(state.store, cfg, force=force, command=command_line())

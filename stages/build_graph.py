@@ -91,6 +91,9 @@ class BuildGraphConfig(StageConfig):
     delimiter: str | None = Field(
         default=None, description="generic: delimiter of CSV files (default by suffix)"
     )
+    encoding: Literal["utf-8", "latin-1"] = Field(
+        default="utf-8", description="generic: text encoding of CSV files"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> BuildGraphConfig:
@@ -361,6 +364,7 @@ def read_source(cfg: BuildGraphConfig, inputs: dict[str, Artifact]) -> SourceTab
         users_path=cfg.users_path,
         columns=cfg.columns,
         delimiter=cfg.delimiter,
+        encoding=cfg.encoding,
     )
 
 
@@ -369,7 +373,8 @@ def external_files(cfg: BuildGraphConfig) -> dict[str, str]:
     paths: list[Path] = []
     if cfg.input_dir is not None:
         if not cfg.input_dir.is_dir():
-            raise UserError(f"input folder {cfg.input_dir} does not exist")
+            what = "is a file, not a folder" if cfg.input_dir.exists() else "does not exist"
+            raise UserError(f"input folder {cfg.input_dir} {what}")
         paths += sorted(p for p in cfg.input_dir.iterdir() if p.is_file())
     for p in (cfg.items_path, cfg.interactions_path, cfg.item_attributes_path, cfg.users_path):
         if p is not None:

@@ -109,7 +109,7 @@ def read_recbole_ml100k(folder: Path) -> SourceTables:
         },
     )
     items = items.rename({"item_id:token": "item_key", "class:token_seq": "genres"})
-    check_unique(items, "item_key", item_p)
+    check_unique(items, "item_key", item_p, "item_id:token")
     # A few RecBole titles still carry "(1995)" and a broken year column ("V"); take the
     # year from the title where the column has none.
     title, title_year = split_title_year(pl.col("movie_title:token_seq"))
@@ -120,7 +120,7 @@ def read_recbole_ml100k(folder: Path) -> SourceTables:
     users = users.rename(
         {"user_id:token": "user_key", "gender:token": "gender", "occupation:token": "occupation"}
     )
-    check_unique(users, "user_key", user_p)
+    check_unique(users, "user_key", user_p, "user_id:token")
     users = users.with_columns(age=pl.col("age:token").cast(pl.Int32, strict=False))
     inter = inter.rename(
         {
@@ -194,7 +194,8 @@ def read_movielens(folder: Path) -> SourceTables:
     100K (`u.data`, `u.item`, `u.user`), 1M (`ratings.dat`, `movies.dat`, `users.dat`) or
     latest/20M/25M/32M (`ratings.csv`, `movies.csv`)."""
     if not folder.is_dir():
-        raise UserError(f"input folder {folder} does not exist")
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise UserError(f"input folder {folder} {what}")
     if (folder / "u.data").is_file():
         return _read_ml_100k_official(folder)
     if (folder / "ratings.dat").is_file():
@@ -232,7 +233,7 @@ def _read_ml_100k_official(folder: Path) -> SourceTables:
         },
         names=item_names,
     )
-    check_unique(items, "item_key", item_p)
+    check_unique(items, "item_key", item_p, "field 1")
     title, year = split_title_year(pl.col("raw_title"))
     release_year = pl.col("release_date").str.extract(r"(\d{4})$").cast(pl.Int32, strict=False)
     items = items.with_columns(title=title, year=year.fill_null(release_year))
@@ -249,7 +250,7 @@ def _read_ml_100k_official(folder: Path) -> SourceTables:
         {"user_key": "BIGINT", "age": "INTEGER", "gender": "VARCHAR", "occupation": "VARCHAR"},
         names=["user_key", "age", "gender", "occupation", "zip"],
     )
-    check_unique(users, "user_key", user_p)
+    check_unique(users, "user_key", user_p, "field 1")
     return SourceTables(
         "movies",
         items.select("item_key", "title", "year"),
@@ -279,7 +280,7 @@ def _read_ml_1m(folder: Path) -> SourceTables:
         {"item_key": "BIGINT", "raw_title": "VARCHAR", "genres": "VARCHAR"},
         names=["item_key", "raw_title", "genres"],
     )
-    check_unique(items, "item_key", item_p)
+    check_unique(items, "item_key", item_p, "field 1")
     title, year = split_title_year(pl.col("raw_title"))
     items = items.with_columns(title=title, year=year)
     users = None
@@ -296,7 +297,7 @@ def _read_ml_1m(folder: Path) -> SourceTables:
             },
             names=["user_key", "gender", "age", "occupation_code", "zip"],
         )
-        check_unique(users, "user_key", user_p)
+        check_unique(users, "user_key", user_p, "field 1")
         users = _users(
             users.with_columns(
                 occupation=pl.col("occupation_code").replace_strict(
@@ -331,7 +332,7 @@ def _read_ml_csv(folder: Path) -> SourceTables:
         item_p, csv, {"movieId": "BIGINT", "title": "VARCHAR", "genres": "VARCHAR"}
     )
     items = items.rename({"movieId": "item_key", "title": "raw_title"})
-    check_unique(items, "item_key", item_p)
+    check_unique(items, "item_key", item_p, "movieId")
     title, year = split_title_year(pl.col("raw_title").str.strip_chars())
     items = items.with_columns(title=title, year=year)
     return SourceTables(
@@ -448,14 +449,16 @@ def read_book_crossing(folder: Path, interactions: str) -> SourceTables:
 
 
 # ------------------------------------------------------------------ generic
-def read_table(path: Path, columns: Mapping[str, str], delimiter: str | None) -> pl.DataFrame:
+def read_table(
+    path: Path, columns: Mapping[str, str], delimiter: str | None, encoding: str = "utf-8"
+) -> pl.DataFrame:
     """A Parquet, CSV or TSV file (by suffix), columns given as source name -> DuckDB type."""
     if not path.is_file():
         raise UserError(f"{path} does not exist")
     if path.suffix.lower() == ".parquet":
         return read_parquet(path, list(columns))
     delim = delimiter or ("\t" if path.suffix.lower() in {".tsv", ".tab"} else ",")
-    return read_delimited(path, Dialect(delim=delim), columns)
+    return read_delimited(path, Dialect(delim=delim, encoding=encoding), columns)
 
 
 def read_generic(
@@ -467,6 +470,7 @@ def read_generic(
     users_path: Path | None,
     columns: Mapping[str, str],
     delimiter: str | None,
+    encoding: str = "utf-8",
 ) -> SourceTables:
     """A user's own catalogue: items, long-format item attributes (item, relation, value),
     interactions and optional users, with ``columns`` mapping our names to theirs."""
@@ -477,7 +481,7 @@ def read_generic(
     item_cols = {col("item_id"): "VARCHAR", col("title"): "VARCHAR"}
     if "year" in columns:
         item_cols[col("year")] = "VARCHAR"
-    items = read_table(items_path, item_cols, delimiter)
+    items = read_table(items_path, item_cols, delimiter, encoding)
     items = items.select(
         item_key=pl.col(col("item_id")).cast(pl.String),
         title=pl.col(col("title")).cast(pl.String),
@@ -487,12 +491,12 @@ def read_generic(
             else pl.lit(None, dtype=pl.Int32)
         ),
     )
-    check_unique(items, "item_key", items_path)
+    check_unique(items, "item_key", items_path, col("item_id"))
     inter_cols = {col("user_id"): "VARCHAR", col("item_id"): "VARCHAR"}
     for opt, sql_type in (("rating", "DOUBLE"), ("timestamp", "BIGINT")):
         if opt in columns:
             inter_cols[col(opt)] = sql_type
-    inter = read_table(interactions_path, inter_cols, delimiter)
+    inter = read_table(interactions_path, inter_cols, delimiter, encoding)
     inter = inter.select(
         user_key=pl.col(col("user_id")).cast(pl.String),
         item_key=pl.col(col("item_id")).cast(pl.String),
@@ -504,6 +508,7 @@ def read_generic(
             item_attributes_path,
             {col("item_id"): "VARCHAR", col("relation"): "VARCHAR", col("value"): "VARCHAR"},
             delimiter,
+            encoding,
         ).select(
             item_key=pl.col(col("item_id")).cast(pl.String),
             relation=pl.col(col("relation")).cast(pl.String),
@@ -520,11 +525,12 @@ def read_generic(
             users_path,
             {col("user_id"): "VARCHAR", **{col(c): "VARCHAR" for c in present}},
             delimiter,
+            encoding,
         )
         users = users.select(
             user_key=pl.col(col("user_id")).cast(pl.String), **{c: pl.col(col(c)) for c in present}
         )
-        check_unique(users, "user_key", users_path)
+        check_unique(users, "user_key", users_path, col("user_id"))
         users = _users(
             users.with_columns(
                 [pl.col("age").cast(pl.Int32, strict=False)] if "age" in present else []

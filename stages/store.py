@@ -339,6 +339,7 @@ class ArtifactStore:
             self._point_latest(base, vid)
             return BuildResult(artifact, skipped=True)
 
+        new_base = not base.exists()
         base.mkdir(parents=True, exist_ok=True)
         self._remove_stale_tmp(base)
         tmp = base / _tmp_name(vid)
@@ -369,6 +370,9 @@ class ArtifactStore:
             self._swap_into_place(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            if new_base:
+                with contextlib.suppress(OSError):  # only if nothing else appeared in it
+                    base.rmdir()
             raise
         self._point_latest(base, vid)
         return BuildResult(Artifact(path=final, manifest=manifest), skipped=False)

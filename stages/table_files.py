@@ -61,9 +61,11 @@ def read_delimited(
     header_cols = _header(path, dialect) if dialect.header else list(names or [])
     if dialect.header:
         if len(header_cols) <= 1 and len(columns) > 1:
+            first = _clip(header_cols[0] if header_cols else "")
+            expected = f"{', '.join(columns)} {dialect.describe()}"
             raise UserError(
-                f"{path}: the header has one column ({_clip(header_cols[0] if header_cols else '')})"
-                f"; expected {', '.join(columns)} {dialect.describe()} — wrong delimiter?"
+                f"{path}: the header has one column ({first}); expected {expected} — "
+                "wrong delimiter?"
             )
         missing = [c for c in columns if c not in header_cols]
         if missing:
@@ -100,12 +102,12 @@ def _header(path: Path, dialect: Dialect) -> list[str]:
     """The header fields, split the way DuckDB will split them."""
     encoding = "latin-1" if dialect.encoding == "latin-1" else "utf-8"
     try:
-        with open(path, encoding=encoding, newline="") as f:
-            line = f.readline().rstrip("\r\n")
+        with open(path, "rb") as f:
+            line = f.readline().decode(encoding).rstrip("\r\n")
     except UnicodeDecodeError:
         raise UserError(
             f"{path}: not {encoding} text (line 1); set the file's encoding "
-            "(e.g. latin-1) in the config"
+            "(--encoding latin-1, config: encoding)"
         ) from None
     if not line:
         raise UserError(f"{path}: the file is empty")
@@ -133,7 +135,7 @@ def _explain(path: Path, dialect: Dialect, exc: duckdb.Error) -> str:
     if "unicode" in msg.lower() or "utf" in msg.lower():
         return (
             f"{where}: not valid {dialect.encoding} text; set the file's encoding "
-            "(e.g. latin-1) in the config"
+            "(--encoding latin-1, config: encoding)"
         )
     if "Expected Number of Columns" in msg or "columns" in msg.lower():
         return (
@@ -163,13 +165,14 @@ def first_duplicate(df: pl.DataFrame, key: str) -> object | None:
     return dup[0] if dup.len() else None
 
 
-def check_unique(df: pl.DataFrame, key: str, path: Path) -> None:
+def check_unique(df: pl.DataFrame, key: str, path: Path, label: str | None = None) -> None:
+    """Fail on the first duplicated ``key``; ``label`` is the column's name in the file."""
     dup = first_duplicate(df, key)
     if dup is not None:
         rows = (
             df.with_row_index("row").filter(pl.col(key) == dup).get_column("row").head(2).to_list()
         )
         raise UserError(
-            f"{path}: duplicate id {dup!r} in column '{key}' (rows {rows[0] + 1} and "
+            f"{path}: duplicate id {dup!r} in column '{label or key}' (data rows {rows[0] + 1} and "
             f"{rows[1] + 1}); ids must be unique"
         )

@@ -97,7 +97,7 @@ def test_real_console_script_exit_code() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
-        "error: no artifact 'graph' in /nonexistent-rerec; artifacts there: none"
+        "error: no artifact 'graph' in /nonexistent-rerec; create it with `rerec build-graph`"
     ]
 
 

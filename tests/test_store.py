@@ -95,6 +95,7 @@ def test_stage_that_skips_a_schema_table_fails(store: ArtifactStore) -> None:
     with pytest.raises(RuntimeError, match="did not write numbers.parquet"):
         store.build("toy", config={}, build=lambda w: None)
     assert store.latest_version("toy") is None
+    assert not (store.root / "toy").exists()  # a first write that failed leaves no folder
 
 
 def test_wrong_columns_are_a_bug_not_an_artifact(store: ArtifactStore) -> None:
