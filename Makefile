@@ -29,6 +29,8 @@ fetch: install
 
 demo: install
 	$(REREC) fetch all
+	$(REREC) build-graph
+	$(REREC) build-graph --source book-crossing --k-core 5
 	$(REREC) artifacts list
 
 test: install
