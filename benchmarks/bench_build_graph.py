@@ -34,8 +34,9 @@ def run_rerec(args: list[str], workdir: Path) -> tuple[float, float]:
     """Run `rerec ARGS` in a fresh process; return (seconds, peak RSS in GiB)."""
     env = {**os.environ, "REREC_WORKDIR": str(workdir)}
     started = time.perf_counter()
-    proc = subprocess.Popen([*RERUN, *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [*RERUN, *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
@@ -46,8 +47,7 @@ def run_rerec(args: list[str], workdir: Path) -> tuple[float, float]:
 def ensure_fetched(workdir: Path) -> None:
     for name in ("ml-100k", "wikidata-films"):
         if not (workdir / name / "latest").exists():
-            subprocess.run([*RERUN, "--workdir", str(workdir), "fetch", name], check=True,
-                           cwd=REPO)
+            subprocess.run([*RERUN, "--workdir", str(workdir), "fetch", name], check=True, cwd=REPO)
 
 
 def synthetic_movielens(folder: Path, rows: int, items: int, users: int, seed: int = 0) -> Path:
@@ -60,24 +60,50 @@ def synthetic_movielens(folder: Path, rows: int, items: int, users: int, seed: i
     # Zipf-like item popularity and user activity, as in MovieLens.
     item_p = 1.0 / np.arange(1, items + 1) ** 0.9
     user_p = 1.0 / np.arange(1, users + 1) ** 0.6
-    ratings = pl.DataFrame({
-        "userId": rng.choice(users, size=rows, p=user_p / user_p.sum()).astype(np.int64) + 1,
-        "movieId": rng.choice(items, size=rows, p=item_p / item_p.sum()).astype(np.int64) + 1,
-        "rating": rng.integers(1, 11, size=rows) / 2.0,
-        "timestamp": rng.integers(789_652_009, 1_574_327_703, size=rows),
-    })
+    ratings = pl.DataFrame(
+        {
+            "userId": rng.choice(users, size=rows, p=user_p / user_p.sum()).astype(np.int64) + 1,
+            "movieId": rng.choice(items, size=rows, p=item_p / item_p.sum()).astype(np.int64) + 1,
+            "rating": rng.integers(1, 11, size=rows) / 2.0,
+            "timestamp": rng.integers(789_652_009, 1_574_327_703, size=rows),
+        }
+    )
     ratings.write_csv(folder / "ratings.csv.tmp")
-    genres = np.array(["Action", "Adventure", "Animation", "Children", "Comedy", "Crime",
-                       "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical",
-                       "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"])
+    genres = np.array(
+        [
+            "Action",
+            "Adventure",
+            "Animation",
+            "Children",
+            "Comedy",
+            "Crime",
+            "Documentary",
+            "Drama",
+            "Fantasy",
+            "Film-Noir",
+            "Horror",
+            "Musical",
+            "Mystery",
+            "Romance",
+            "Sci-Fi",
+            "Thriller",
+            "War",
+            "Western",
+        ]
+    )
     years = rng.integers(1902, 2020, size=items)
-    pl.DataFrame({
-        "movieId": np.arange(1, items + 1),
-        "title": [f"Synthetic Film {i} ({y})" for i, y in zip(range(1, items + 1), years,
-                                                               strict=True)],
-        "genres": ["|".join(rng.choice(genres, size=rng.integers(1, 4), replace=False))
-                   for _ in range(items)],
-    }).write_csv(folder / "movies.csv")
+    pl.DataFrame(
+        {
+            "movieId": np.arange(1, items + 1),
+            "title": [
+                f"Synthetic Film {i} ({y})" for i, y in zip(range(1, items + 1), years, strict=True)
+            ],
+            "genres": [
+                "|".join(rng.choice(genres, size=rng.integers(1, 4), replace=False))
+                for _ in range(items)
+            ],
+        }
+    ).write_csv(folder / "movies.csv")
     (folder / "ratings.csv.tmp").rename(folder / "ratings.csv")
     return folder
 
@@ -89,8 +115,12 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=60_000)
     ap.add_argument("--users", type=int, default=162_000)
     ap.add_argument("--synthetic-runs", type=int, default=3)
-    ap.add_argument("--workdir", type=Path, default=REPO / "workdir",
-                    help="store holding the fetched ml-100k and wikidata-films")
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=REPO / "workdir",
+        help="store holding the fetched ml-100k and wikidata-films",
+    )
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "rerec-bench")
     ap.add_argument("--skip-synthetic", action="store_true")
     args = ap.parse_args()
@@ -107,29 +137,45 @@ def main() -> None:
             seconds, peak = run_rerec(["build-graph", "--force"], store)
             times.append(seconds)
             peaks.append(peak)
-        print(f"ml-100k + Wikidata, end to end: median {statistics.median(times):.2f} s "
-              f"(runs: {', '.join(f'{t:.2f}' for t in times)}), peak RSS {max(peaks):.2f} GiB; "
-              f"target <= 5 s: {'met' if statistics.median(times) <= 5 else 'MISSED'}")
+        print(
+            f"ml-100k + Wikidata, end to end: median {statistics.median(times):.2f} s "
+            f"(runs: {', '.join(f'{t:.2f}' for t in times)}), peak RSS {max(peaks):.2f} GiB; "
+            f"target <= 5 s: {'met' if statistics.median(times) <= 5 else 'MISSED'}"
+        )
 
         if args.skip_synthetic:
             return
         t0 = time.perf_counter()
         folder = synthetic_movielens(args.cache, args.rows, args.items, args.users)
-        print(f"synthetic MovieLens-25M-shaped input in {folder} "
-              f"({(folder / 'ratings.csv').stat().st_size / 2**20:.0f} MiB ratings.csv; "
-              f"ready in {time.perf_counter() - t0:.1f} s)")
+        print(
+            f"synthetic MovieLens-25M-shaped input in {folder} "
+            f"({(folder / 'ratings.csv').stat().st_size / 2**20:.0f} MiB ratings.csv; "
+            f"ready in {time.perf_counter() - t0:.1f} s)"
+        )
         times, peaks = [], []
         for _ in range(args.synthetic_runs):
             seconds, peak = run_rerec(
-                ["build-graph", "--source", "movielens", "--input-dir", str(folder),
-                 "--output", "graph-synthetic", "--force"], store)
+                [
+                    "build-graph",
+                    "--source",
+                    "movielens",
+                    "--input-dir",
+                    str(folder),
+                    "--output",
+                    "graph-synthetic",
+                    "--force",
+                ],
+                store,
+            )
             times.append(seconds)
             peaks.append(peak)
         median = statistics.median(times)
-        print(f"synthetic {args.rows:,} interactions, {args.items:,} items, end to end: "
-              f"median {median:.1f} s (runs: {', '.join(f'{t:.1f}' for t in times)}), "
-              f"peak RSS {max(peaks):.2f} GiB; target <= 90 s and <= 8 GiB: "
-              f"{'met' if median <= 90 and max(peaks) <= 8 else 'MISSED'}")
+        print(
+            f"synthetic {args.rows:,} interactions, {args.items:,} items, end to end: "
+            f"median {median:.1f} s (runs: {', '.join(f'{t:.1f}' for t in times)}), "
+            f"peak RSS {max(peaks):.2f} GiB; target <= 90 s and <= 8 GiB: "
+            f"{'met' if median <= 90 and max(peaks) <= 8 else 'MISSED'}"
+        )
 
 
 if __name__ == "__main__":
