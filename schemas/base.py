@@ -12,6 +12,15 @@ from dataclasses import dataclass, field
 import polars as pl
 
 
+# A column of fixed-width float32 vectors (pl.Array(pl.Float32, d)) whose width d is set by the
+# stage's config (e.g. the embedding size), so the schema names the kind, not the width.
+FLOAT32_VECTOR = pl.Array(pl.Float32, 1)
+
+
+def _is_float32_vector(dtype: pl.DataType) -> bool:
+    return isinstance(dtype, pl.Array) and dtype.inner == pl.Float32
+
+
 class SchemaError(ValueError):
     """A table or artifact does not have the shape its schema names."""
 
@@ -36,7 +45,13 @@ class TableSchema:
         out = []
         for col, dtype in self.columns.items():
             series = df.get_column(col)
-            if series.dtype != dtype:
+            if dtype == FLOAT32_VECTOR:
+                if not _is_float32_vector(series.dtype):
+                    raise SchemaError(
+                        f"{where}: column '{self.name}.{col}' has type {series.dtype}, "
+                        "expected a fixed-width float32 array"
+                    )
+            elif series.dtype != dtype:
                 try:
                     series = series.cast(dtype, strict=True)
                 except Exception as exc:  # polars raises several exception types here
