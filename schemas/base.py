@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-
 # A column of fixed-width float32 vectors (pl.Array(pl.Float32, d)) whose width d is set by the
 # stage's config (e.g. the embedding size), so the schema names the kind, not the width.
 FLOAT32_VECTOR = pl.Array(pl.Float32, 1)

@@ -201,14 +201,17 @@ def train_lightgcn(
 
     def tensors(part: str) -> tuple[torch.Tensor, torch.Tensor]:
         sub = split.filter(pl.col("split") == part)
-        return (torch.from_numpy(sub["user_id"].to_numpy().astype(np.int64)),
-                torch.from_numpy(sub["item_id"].to_numpy().astype(np.int64)))
+        return (
+            torch.from_numpy(sub["user_id"].to_numpy().astype(np.int64)),
+            torch.from_numpy(sub["item_id"].to_numpy().astype(np.int64)),
+        )
 
     tu, ti = tensors("train")
     if tu.numel() == 0:
         raise UserError("no training interactions: the graph has none, or the split left none")
-    sets = {part: UserItemSets(*tensors(part), n_users, n_items)
-            for part in ("train", "valid", "test")}
+    sets = {
+        part: UserItemSets(*tensors(part), n_users, n_items) for part in ("train", "valid", "test")
+    }
     adj = normalized_adjacency(tu, ti, n_users, n_items).to(device)
     model = LightGCNRecommender(n_users, n_items, cfg.embedding_dim, cfg.layers).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -226,8 +229,9 @@ def train_lightgcn(
             idx = perm[lo : lo + cfg.batch_size]
             users, pos = tu[idx], ti[idx]
             neg = sampler.sample(users)
-            loss, _ = model.bpr_loss(adj, users.to(device), pos.to(device), neg.to(device),
-                                     cfg.reg_weight)
+            loss, _ = model.bpr_loss(
+                adj, users.to(device), pos.to(device), neg.to(device), cfg.reg_weight
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -238,11 +242,18 @@ def train_lightgcn(
         started = time.perf_counter()
         with torch.no_grad():
             user_emb, item_emb = model(adj)
-        valid = (evaluate(user_emb, item_emb, [sets["train"]], sets["valid"],
-                          cfg.eval_batch_users) if has_valid else {m: 0.0 for m in METRICS})
-        row = {"epoch": epoch, "loss": total / steps, "train_seconds": train_seconds,
-               "eval_seconds": time.perf_counter() - started,
-               **{f"valid_{m}": v for m, v in valid.items()}}
+        valid = (
+            evaluate(user_emb, item_emb, [sets["train"]], sets["valid"], cfg.eval_batch_users)
+            if has_valid
+            else {m: 0.0 for m in METRICS}
+        )
+        row = {
+            "epoch": epoch,
+            "loss": total / steps,
+            "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - started,
+            **{f"valid_{m}": v for m, v in valid.items()},
+        }
         result.curve.append(row)
         if on_epoch is not None:
             on_epoch(row)
@@ -260,19 +271,23 @@ def train_lightgcn(
     with torch.no_grad():
         user_emb, item_emb = model(adj)
     result.user_emb, result.item_emb = user_emb, item_emb
-    result.valid = evaluate(user_emb, item_emb, [sets["train"]], sets["valid"],
-                            cfg.eval_batch_users)
-    result.test = evaluate(user_emb, item_emb, [sets["train"], sets["valid"]], sets["test"],
-                           cfg.eval_batch_users)
+    result.valid = evaluate(
+        user_emb, item_emb, [sets["train"]], sets["valid"], cfg.eval_batch_users
+    )
+    result.test = evaluate(
+        user_emb, item_emb, [sets["train"], sets["valid"]], sets["test"], cfg.eval_batch_users
+    )
     return result
 
 
 def _embedding_table(key: str, emb: torch.Tensor) -> pl.DataFrame:
     values = emb.detach().to("cpu", torch.float32).numpy()
-    return pl.DataFrame({
-        key: pl.Series(np.arange(values.shape[0], dtype=np.int32)),
-        "embedding": pl.Series(values, dtype=pl.Array(pl.Float32, values.shape[1])),
-    })
+    return pl.DataFrame(
+        {
+            key: pl.Series(np.arange(values.shape[0], dtype=np.int32)),
+            "embedding": pl.Series(values, dtype=pl.Array(pl.Float32, values.shape[1])),
+        }
+    )
 
 
 def pretrain_cf(
@@ -301,26 +316,31 @@ def pretrain_cf(
         writer.write_table("user_embeddings", _embedding_table("user_id", result.user_emb))
         writer.write_table("split", split)
         writer.write_table("curve", pl.DataFrame(result.curve))
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  str(writer.file("model.safetensors")))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            str(writer.file("model.safetensors")),
+        )
         train_secs = [r["train_seconds"] for r in result.curve]
         writer.metrics.update(
-            users=n_users, items=n_items,
+            users=n_users,
+            items=n_items,
             train_interactions=int((split["split"] == "train").sum()),
             valid_interactions=int((split["split"] == "valid").sum()),
             test_interactions=int((split["split"] == "test").sum()),
-            epochs=len(result.curve), best_epoch=result.best_epoch,
+            epochs=len(result.curve),
+            best_epoch=result.best_epoch,
             stopped_early=result.stopped_early,
             median_train_seconds_per_epoch=round(float(np.median(train_secs)), 4),
-            valid=result.valid, test=result.test,
+            valid=result.valid,
+            test=result.test,
         )
 
-    return store.build(name, config=cfg, inputs=[graph], build=build, force=force,
-                       command=command)
+    return store.build(name, config=cfg, inputs=[graph], build=build, force=force, command=command)
 
 
 def epoch_printer() -> Callable[[dict[str, Any]], None]:
     """A one-line-per-epoch progress report on stderr."""
+
     def show(row: dict[str, Any]) -> None:
         console.print(
             f"epoch {row['epoch']:>3}  loss {row['loss']:.4f}  "
@@ -328,4 +348,5 @@ def epoch_printer() -> Callable[[dict[str, Any]], None]:
             f"({row['train_seconds']:.2f} s train, {row['eval_seconds']:.2f} s eval)",
             highlight=False,
         )
+
     return show
