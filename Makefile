@@ -31,6 +31,7 @@ demo: install
 	$(REREC) fetch all
 	$(REREC) build-graph
 	$(REREC) build-graph --source book-crossing --k-core 5
+	$(REREC) pretrain-cf --quiet
 	$(REREC) artifacts list
 
 test: install

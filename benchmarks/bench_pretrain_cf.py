@@ -43,15 +43,16 @@ def rerec(args: list[str], workdir: Path) -> None:
         raise SystemExit(f"rerec {' '.join(args)} failed:\n{proc.stderr}")
 
 
-def run_recbole(python: str, ml100k_dir: Path, tmp: Path) -> dict:
-    data = tmp / "recbole-data"
+def run_recbole(python: str, ml100k_dir: Path, tmp: Path, seed: int) -> dict:
+    run = tmp / f"recbole-{seed}"
+    data = run / "data"
     (data / "ml-100k").mkdir(parents=True)
     for ext in ("inter", "item", "user"):
         shutil.copy(ml100k_dir / f"ml-100k.{ext}", data / "ml-100k" / f"ml-100k.{ext}")
-    out = tmp / "recbole.json"
+    out = run / "recbole.json"
     proc = subprocess.run(
-        [python, str(REPO / "benchmarks" / "recbole_lightgcn.py"), str(data), str(out)],
-        cwd=tmp,
+        [python, str(REPO / "benchmarks" / "recbole_lightgcn.py"), str(data), str(out), str(seed)],
+        cwd=run,
         capture_output=True,
         text=True,
     )
@@ -105,6 +106,7 @@ def main() -> None:
     ap.add_argument("--recbole-python", help="python of a virtualenv with recbole==1.2.1")
     ap.add_argument("--workdir", type=Path, default=REPO / "workdir")
     ap.add_argument("--ml1m-epochs", type=int, default=5)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[2020, 1, 2])
     args = ap.parse_args()
     if not (args.workdir / "ml-100k" / "latest").exists():
         subprocess.run(
@@ -121,35 +123,69 @@ def main() -> None:
             shutil.copytree(args.workdir / name, work / name, symlinks=True)
         rerec(["build-graph"], work)
         store = ArtifactStore(work)
-        started = time.perf_counter()
-        rerec(["pretrain-cf", "--force", "--quiet"], work)
-        ours_wall = time.perf_counter() - started
-        art, graph = store.resolve("cf"), store.resolve("graph")
-        m = art.manifest.metrics
-        ours_epoch = m["median_train_seconds_per_epoch"]
-        print(
-            f"ours    (PyG LightGCN): test NDCG@10 {m['test']['ndcg@10']:.4f}  "
-            f"Recall@20 {m['test']['recall@20']:.4f}  epochs {m['epochs']} (best "
-            f"{m['best_epoch']})  median train s/epoch {ours_epoch:.3f}  wall {ours_wall:.0f} s"
-        )
-        if args.recbole_python:
-            rb = run_recbole(args.recbole_python, work / "ml-100k" / "latest" / "ml-100k", tmp)
-            rb_epoch = statistics.median(rb["epoch_train_seconds"])
-            print(
-                f"RecBole 1.2.1 LightGCN: test NDCG@10 {rb['test']['ndcg@10']:.4f}  "
-                f"Recall@20 {rb['test']['recall@20']:.4f}  epochs "
-                f"{len(rb['epoch_train_seconds'])}  median train s/epoch {rb_epoch:.3f}  "
-                f"wall {rb['wall_seconds']:.0f} s"
+        ours, theirs = [], []
+        for seed in args.seeds:
+            started = time.perf_counter()
+            rerec(
+                [
+                    "pretrain-cf",
+                    "--force",
+                    "--quiet",
+                    "--seed",
+                    str(seed),
+                    "--output",
+                    f"cf-seed{seed}",
+                ],
+                work,
+            )
+            m = store.resolve(f"cf-seed{seed}").manifest.metrics
+            ours.append(
+                (
+                    m["test"]["ndcg@10"],
+                    m["test"]["recall@20"],
+                    m["median_train_seconds_per_epoch"],
+                    m["epochs"],
+                )
             )
             print(
-                f"quality: NDCG@10 {m['test']['ndcg@10'] - rb['test']['ndcg@10']:+.4f}, "
-                f"Recall@20 {m['test']['recall@20'] - rb['test']['recall@20']:+.4f} "
-                f"(ours - RecBole; target >= 0)"
+                f"seed {seed} ours (PyG LightGCN): test NDCG@10 {ours[-1][0]:.4f}  Recall@20 "
+                f"{ours[-1][1]:.4f}  epochs {m['epochs']} (best {m['best_epoch']})  median "
+                f"train s/epoch {ours[-1][2]:.3f}  wall {time.perf_counter() - started:.0f} s",
+                flush=True,
             )
-            print(
-                f"speed: RecBole / ours seconds per epoch = {rb_epoch / ours_epoch:.2f}x "
-                f"(target >= 3x)"
+            if args.recbole_python:
+                rb = run_recbole(
+                    args.recbole_python, work / "ml-100k" / "latest" / "ml-100k", tmp, seed
+                )
+                theirs.append(
+                    (
+                        rb["test"]["ndcg@10"],
+                        rb["test"]["recall@20"],
+                        statistics.median(rb["epoch_train_seconds"]),
+                        len(rb["epoch_train_seconds"]),
+                    )
+                )
+                print(
+                    f"seed {seed} RecBole 1.2.1 LightGCN: test NDCG@10 {theirs[-1][0]:.4f}  "
+                    f"Recall@20 {theirs[-1][1]:.4f}  epochs {theirs[-1][3]}  median train "
+                    f"s/epoch {theirs[-1][2]:.3f}  wall {rb['wall_seconds']:.0f} s",
+                    flush=True,
+                )
+
+        def summary(rows: list[tuple]) -> str:
+            col = list(zip(*rows, strict=True))
+            return (
+                f"NDCG@10 {np.mean(col[0]):.4f} ± {np.std(col[0]):.4f}, Recall@20 "
+                f"{np.mean(col[1]):.4f} ± {np.std(col[1]):.4f}, median s/epoch "
+                f"{statistics.median(col[2]):.3f}"
             )
+
+        print(f"ours over seeds {args.seeds}: {summary(ours)}")
+        if theirs:
+            print(f"RecBole over seeds {args.seeds}: {summary(theirs)}")
+            ratio = statistics.median(r[2] for r in theirs) / statistics.median(r[2] for r in ours)
+            print(f"speed: RecBole / ours seconds per epoch = {ratio:.2f}x (target >= 3x)")
+        art, graph = store.resolve(f"cf-seed{args.seeds[0]}"), store.resolve("graph")
         co, rnd, min_users = pas_sanity(art, graph)
         print(
             f"PAS sanity: mean cosine of the 1,000 most co-consumed item pairs (each shared "

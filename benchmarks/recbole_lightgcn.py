@@ -3,8 +3,12 @@
 Runs in a throwaway virtualenv that has RecBole (it is not a ReRec dependency):
 
     python3 -m venv /tmp/recbole-venv
-    /tmp/recbole-venv/bin/pip install torch==2.13.0 "numpy<2" recbole==1.2.1
-    /tmp/recbole-venv/bin/python benchmarks/recbole_lightgcn.py DATA_DIR OUT.json
+    /tmp/recbole-venv/bin/pip install torch==2.13.0 "numpy<2" "scipy==1.11.4" "pandas<2" \
+        "setuptools<70" recbole==1.2.1
+    /tmp/recbole-venv/bin/python benchmarks/recbole_lightgcn.py DATA_DIR OUT.json [SEED]
+
+(RecBole 1.2.1 needs scipy < 1.12 for dok_matrix._update, pandas < 2 for its in-place fillna,
+and setuptools' pkg_resources for ray.)
 
 DATA_DIR holds ml-100k/ml-100k.{inter,item,user} (the fetched artifact's files). Prints nothing
 useful itself; writes per-epoch training seconds and the best model's valid/test metrics.
@@ -44,6 +48,7 @@ class EpochTimes(logging.Handler):
 
 def main() -> None:
     data_dir, out = sys.argv[1], sys.argv[2]
+    seed = int(sys.argv[3]) if len(sys.argv) > 3 else 2020
     handler = EpochTimes()
     # RecBole's init_logger uses logging.basicConfig, which leaves a root logger that already
     # has a handler alone: so set the level it would have set.
@@ -57,7 +62,7 @@ def main() -> None:
             "data_path": data_dir,
             "checkpoint_dir": f"{data_dir}/saved",
             "use_gpu": False,
-            "seed": 2020,
+            "seed": seed,
             "reproducibility": True,
             "show_progress": False,
             "embedding_size": 64,

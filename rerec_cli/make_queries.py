@@ -1,0 +1,145 @@
+"""`rerec make-queries`: RecBench+-style query splits with candidate sets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rerec_cli.app import app, command_line, state
+from rerec_cli.output import out
+from schemas.queries import FAMILIES, SPLITS
+from stages.config import field_help, resolve_config
+from stages.console import console
+from stages.errors import UserError
+from stages.make_queries import MakeQueriesConfig, check_artifact, example_rows, make_queries
+from stages.prompts import render_user_message
+
+H = MakeQueriesConfig
+
+
+@app.command("make-queries")
+def make_queries_command(
+    graph: Annotated[str | None, typer.Option(help=field_help(H, "graph"))] = None,
+    output: Annotated[str | None, typer.Option(help=field_help(H, "output"))] = None,
+    family: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--family",
+            help="family to generate, repeatable: simple, medium, hard, interest "
+            "[config: families; default: all four]",
+        ),
+    ] = None,
+    train_size: Annotated[int | None, typer.Option(help=field_help(H, "train_size"))] = None,
+    valid_size: Annotated[int | None, typer.Option(help=field_help(H, "valid_size"))] = None,
+    test_size: Annotated[int | None, typer.Option(help=field_help(H, "test_size"))] = None,
+    candidates: Annotated[int | None, typer.Option(help=field_help(H, "candidates"))] = None,
+    hard_negative_share: Annotated[
+        float | None, typer.Option(help=field_help(H, "hard_negative_share"))
+    ] = None,
+    like_threshold: Annotated[
+        float | None, typer.Option(help=field_help(H, "like_threshold"))
+    ] = None,
+    min_support: Annotated[int | None, typer.Option(help=field_help(H, "min_support"))] = None,
+    history_len: Annotated[int | None, typer.Option(help=field_help(H, "history_len"))] = None,
+    users_disjoint: Annotated[
+        bool | None,
+        typer.Option("--users-disjoint/--users-shared", help=field_help(H, "users_disjoint")),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help=field_help(H, "seed"))] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML file of options.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Regenerate even if it exists.")] = False,
+    check: Annotated[
+        str | None,
+        typer.Option(
+            "--check",
+            help="Only re-check an existing queries artifact (NAME[@VERSION]) against "
+            "its graph, and exit non-zero if any guarantee fails.",
+        ),
+    ] = None,
+    show_prompt: Annotated[
+        bool, typer.Option("--show-prompt", help="Also print the rendered prompt of each example.")
+    ] = False,
+) -> None:
+    """Generate simple / medium (implicit) / hard (misinformed) / interest queries with
+    1 positive + N negatives from the graph and users' histories; every query is checked."""
+    if check is not None:
+        art, problems = check_artifact(state.store, check)
+        _print_checks(art.ref, problems)
+        if any(problems.values()):
+            raise UserError(
+                f"{art.ref} failed its checks: "
+                + ", ".join(f"{k} {v}" for k, v in problems.items() if v)
+            )
+        return
+    cfg = resolve_config(
+        MakeQueriesConfig,
+        section="make-queries",
+        config_file=config,
+        overrides=dict(
+            graph=graph,
+            output=output,
+            families=family,
+            train_size=train_size,
+            valid_size=valid_size,
+            test_size=test_size,
+            candidates=candidates,
+            hard_negative_share=hard_negative_share,
+            like_threshold=like_threshold,
+            min_support=min_support,
+            history_len=history_len,
+            users_disjoint=users_disjoint,
+            seed=seed,
+        ),
+    )
+    with console.status("generating queries") as status:
+        result = make_queries(
+            state.store,
+            cfg,
+            force=force,
+            command=command_line(),
+            progress=lambda msg: status.update(msg),
+        )
+    art = result.artifact
+    m = art.manifest.metrics
+    state_text = (
+        "already generated" if result.skipped else f"generated in {art.manifest.wall_seconds:.1f} s"
+    )
+    out.print(f"[bold]{art.ref}[/bold] ({state_text}): {m['total']:,} {m['domain']} queries")
+    table = Table(title="queries by family and split")
+    table.add_column("family")
+    for split in SPLITS:
+        table.add_column(split, justify="right")
+    for fam in FAMILIES:
+        if any(f"{fam}/{s}" in m["counts"] for s in SPLITS):
+            table.add_row(fam, *(f"{m['counts'].get(f'{fam}/{s}', 0):,}" for s in SPLITS))
+    out.print(table)
+    _print_checks(art.ref, m["checks"])
+    for row in example_rows(art.read("queries")):
+        out.print(
+            f"\n[bold]{row['family']}[/bold] ({row['query_id']}): {row['text']}",
+            markup=True,
+            highlight=False,
+        )
+        out.print(
+            f"  answer: {row['positive_titles'][0]}  "
+            f"(candidate {row['positive_index'] + 1} of {len(row['candidate_item_ids'])})",
+            markup=False,
+        )
+        if show_prompt:
+            out.print(render_user_message(row), markup=False)
+
+
+def _print_checks(ref: str, problems: dict[str, int]) -> None:
+    failed = {k: v for k, v in problems.items() if v}
+    if failed:
+        out.print(
+            f"[red]checks failed for {ref}[/red]: "
+            + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in failed.items())
+        )
+    else:
+        out.print(f"checks passed for {ref}: {len(problems)} guarantees recomputed from the graph")

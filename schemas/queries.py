@@ -1,0 +1,63 @@
+"""The `queries` artifact: RecBench+-style recommendation requests with candidate sets.
+
+One row per query. `conditions` holds the structured truth behind the text: each condition is
+an attribute (relation, value) the answer must have, stated directly or through another item
+(`via_item_id`), and, for a misinformed request, the false value the text credits that item with.
+Everything the prompt renderer needs (titles, years, facts) is stored, so training, evaluation
+and the assistant render prompts from this artifact alone.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from schemas.base import ArtifactSchema, TableSchema
+
+FAMILIES = ("simple", "medium", "hard", "interest")
+SPLITS = ("train", "valid", "test")
+
+CONDITION = pl.Struct(
+    {
+        "relation": pl.String,
+        "value": pl.String,
+        "attr_id": pl.Int32,
+        "via_item_id": pl.Int32,  # null: stated directly; else "the <relation> of <item>"
+        "via_title": pl.String,
+        "false_value": pl.String,  # misinformed: what the request wrongly credits via_item with
+        "false_attr_id": pl.Int32,
+    }
+)
+
+QUERIES = TableSchema(
+    "queries",
+    {
+        "query_id": pl.String,
+        "domain": pl.String,  # movies | books | ...
+        "family": pl.String,  # simple | medium | hard | interest
+        "split": pl.String,  # train | valid | test
+        "user_id": pl.Int32,
+        "template": pl.String,  # which paraphrase produced the text
+        "text": pl.String,
+        "conditions": pl.List(CONDITION),  # empty for interest queries
+        "history_item_ids": pl.List(pl.Int32),  # interest: liked items in order, oldest first
+        "history_titles": pl.List(pl.String),
+        "positive_item_ids": pl.List(pl.Int32),
+        "positive_titles": pl.List(pl.String),
+        "candidate_item_ids": pl.List(pl.Int32),  # shuffled; exactly one positive
+        "candidate_titles": pl.List(pl.String),  # "Title (Year)"
+        "candidate_facts": pl.List(pl.String),  # key attributes, for --candidate-facts prompts
+        "positive_index": pl.Int32,  # 0-based position of the positive among the candidates
+        "hard_negatives": pl.Int32,  # how many negatives were drawn as hard ones
+    },
+    "one row per request",
+)
+
+QUERIES_ARTIFACT = ArtifactSchema(
+    name="queries",
+    version=1,
+    kind="queries",
+    description="RecBench+-style query splits (simple, medium, hard, interest) with candidates",
+    produced_by="rerec make-queries --force",
+    tables={"queries": QUERIES},
+    variants=True,
+)
