@@ -98,7 +98,7 @@ def test_every_query_is_right_against_the_raw_data(store, toy) -> None:
     users = dict(store.resolve("graph").read("users").select("user_id", "source_id").iter_rows())
     films, value = _truth(toy)
     liked = {}
-    for u, i, r, t in sorted(toy["ratings"], key=lambda x: x[3]):
+    for u, i, r, _ in sorted(toy["ratings"], key=lambda x: x[3]):
         if r >= 4:
             liked.setdefault(u, []).append(i)
     seen = {(u, i) for u, i, _, _ in toy["ratings"]}
