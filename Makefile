@@ -32,6 +32,8 @@ demo: install
 	$(REREC) build-graph
 	$(REREC) build-graph --source book-crossing --k-core 5
 	$(REREC) pretrain-cf --quiet
+	$(REREC) make-queries
+	$(REREC) make-queries --check queries
 	$(REREC) artifacts list
 
 test: install

@@ -154,7 +154,19 @@ def _pick(
 
 
 # ------------------------------------------------------------------ pools
+_COND_FIELDS = {
+    "relation": pl.String,
+    "value": pl.String,
+    "attr_id": pl.Int32,
+    "via_item_id": pl.Int32,
+    "via_title": pl.String,
+    "false_value": pl.String,
+    "false_attr_id": pl.Int32,
+}
+
+
 def _cond(
+    prefix: str,
     relation: str,
     value: str,
     attr_id: str,
@@ -162,17 +174,44 @@ def _cond(
     via_title: str | None = None,
     false_value: str | None = None,
     false_attr: str | None = None,
-) -> pl.Expr:
-    null_i, null_s = pl.lit(None, pl.Int32), pl.lit(None, pl.String)
-    return pl.struct(
-        relation=pl.col(relation),
-        value=pl.col(value),
-        attr_id=pl.col(attr_id).cast(pl.Int32),
-        via_item_id=pl.col(via).cast(pl.Int32) if via else null_i,
-        via_title=pl.col(via_title) if via_title else null_s,
-        false_value=pl.col(false_value) if false_value else null_s,
-        false_attr_id=pl.col(false_attr).cast(pl.Int32) if false_attr else null_i,
-    ).cast(CONDITION)
+) -> list[pl.Expr]:
+    """Scalar columns ``{prefix}_relation, ...`` of one condition. Pools stay flat (cheap on
+    a million rows); the condition structs are built only for the sampled queries."""
+    source = dict(
+        relation=relation,
+        value=value,
+        attr_id=attr_id,
+        via_item_id=via,
+        via_title=via_title,
+        false_value=false_value,
+        false_attr_id=false_attr,
+    )
+    return [
+        (pl.col(col).cast(dtype) if col else pl.lit(None, dtype)).alias(f"{prefix}_{field}")
+        for (field, dtype), col in zip(_COND_FIELDS.items(), source.values(), strict=True)
+    ]
+
+
+def conditions_column(df: pl.DataFrame) -> pl.DataFrame:
+    """Turn the flat ``c1_*`` / ``c2_*`` columns into the ``conditions`` list of structs."""
+    for prefix in ("c1", "c2"):
+        df = df.with_columns(
+            [
+                pl.lit(None, dtype).alias(f"{prefix}_{f}")
+                for f, dtype in _COND_FIELDS.items()
+                if f"{prefix}_{f}" not in df.columns
+            ]
+        )
+    structs = [
+        pl.when(pl.col(f"{prefix}_relation").is_not_null()).then(
+            pl.struct(**{f: pl.col(f"{prefix}_{f}") for f in _COND_FIELDS})
+        )
+        for prefix in ("c1", "c2")
+    ]
+    flat = [f"{p}_{f}" for p in ("c1", "c2") for f in _COND_FIELDS]
+    return df.with_columns(
+        conditions=pl.concat_list(structs).list.drop_nulls().cast(pl.List(CONDITION))
+    ).drop(flat)
 
 
 def simple_pool(
@@ -182,7 +221,7 @@ def simple_pool(
     support = ua.group_by("user_id", "attr_id").len("support")
     ua = ua.join(support, on=["user_id", "attr_id"]).filter(pl.col("support") >= cfg.min_support)
     one = ua.filter(pl.col("relation").is_in(SPECIFIC)).select(
-        "user_id", "item_id", conditions=pl.concat_list(_cond("relation", "value", "attr_id"))
+        "user_id", "item_id", *_cond("c1", "relation", "value", "attr_id")
     )
     left = ua.select("user_id", "item_id", "attr_id", "relation", "value")
     pairs = left.join(left, on=["user_id", "item_id"], suffix="_2").filter(
@@ -195,27 +234,30 @@ def simple_pool(
     pairs = pairs.join(pair_support, on=["user_id", "attr_id", "attr_id_2"]).filter(
         pl.col("support") >= cfg.min_support
     )
-    # Specific relation first, genre before decade, so texts read naturally.
+    # Specific relation first, genre before decade, so texts read naturally. (Swapping plain
+    # columns, then building the structs once, is much faster than choosing between lists.)
     order = {r: n for n, r in enumerate((*SPECIFIC, "genre", "decade", "language", "country"))}
-    first_is_1 = pl.col("relation").replace_strict(order, default=99) <= pl.col(
-        "relation_2"
-    ).replace_strict(order, default=99)
+    rank = pl.DataFrame({"relation": list(order), "rank": list(order.values())})
+    pairs = pairs.join(rank, on="relation", how="left").join(
+        rank.rename({"relation": "relation_2", "rank": "rank_2"}), on="relation_2", how="left"
+    )
+    swap = pl.col("rank").fill_null(99) > pl.col("rank_2").fill_null(99)
+    cols = ("relation", "value", "attr_id")
+    pairs = pairs.with_columns(
+        *[pl.when(swap).then(pl.col(f"{c}_2")).otherwise(pl.col(c)).alias(f"a_{c}") for c in cols],
+        *[pl.when(swap).then(pl.col(c)).otherwise(pl.col(f"{c}_2")).alias(f"b_{c}") for c in cols],
+    )
     two = pairs.select(
         "user_id",
         "item_id",
-        conditions=pl.when(first_is_1)
-        .then(
-            pl.concat_list(
-                _cond("relation", "value", "attr_id"), _cond("relation_2", "value_2", "attr_id_2")
-            )
-        )
-        .otherwise(
-            pl.concat_list(
-                _cond("relation_2", "value_2", "attr_id_2"), _cond("relation", "value", "attr_id")
-            )
-        ),
+        *_cond("c1", "a_relation", "a_value", "a_attr_id"),
+        *_cond("c2", "b_relation", "b_value", "b_attr_id"),
     )
-    return pl.concat([one, two]).with_columns(extra_negative_attr=pl.lit(None, pl.Int32))
+    # As many two-condition as one-condition requests (there are far more pairs than singles).
+    two = two.with_columns(_rand(two.height, rng)).sort("rand").head(one.height).drop("rand")
+    return pl.concat([one, two], how="diagonal").with_columns(
+        extra_negative_attr=pl.lit(None, pl.Int32)
+    )
 
 
 def _references(g: GraphView, cfg: MakeQueriesConfig) -> pl.DataFrame:
@@ -252,11 +294,10 @@ def implicit_pool(
     )
     rows = _pick(rows, ["user_id", "item_id", "attr_id"], rng, weight="ref_pop")
     if not misinformed:
-        cond = _cond("relation", "value", "attr_id", "ref", "ref_title")
         return rows.select(
             "user_id",
             "item_id",
-            conditions=pl.concat_list(cond),
+            *_cond("c1", "relation", "value", "attr_id", "ref", "ref_title"),
             extra_negative_attr=pl.lit(None, pl.Int32),
         )
     # A false value: another well-known value of the same relation, not the reference's and not
@@ -266,9 +307,23 @@ def implicit_pool(
         .sort("item_count", "attr_id", descending=[True, False])
         .group_by("relation", maintain_order=True)
         .head(60)
-        .select("relation", false_attr="attr_id", false_value="value")
+        .select(
+            "relation",
+            false_attr="attr_id",
+            false_value="value",
+            slot=pl.int_range(pl.len()).over("relation"),
+        )
     )
-    options = rows.join(famous, on="relation").filter(pl.col("false_attr") != pl.col("attr_id"))
+    # Four random draws per row from the relation's 60 best-known values (the full cross
+    # product with all 60 was the slowest step of the stage).
+    sizes = famous.group_by("relation").len("n_famous")
+    rows = pl.concat([rows.join(sizes, on="relation")] * 4)
+    rows = rows.with_columns(
+        slot=(pl.Series(rng.random(rows.height)) * pl.col("n_famous")).floor().cast(pl.Int64)
+    )
+    options = rows.join(
+        famous.with_columns(pl.col("slot").cast(pl.Int64)), on=["relation", "slot"]
+    ).filter(pl.col("false_attr") != pl.col("attr_id"))
     has = g.facts.select("item_id", false_attr="attr_id", flag=pl.lit(True))
     options = (
         options.join(
@@ -278,11 +333,12 @@ def implicit_pool(
         .filter(pl.col("ref_has").is_null() & pl.col("pos_has").is_null())
     )
     options = _pick(options, ["user_id", "item_id", "attr_id"], rng)
-    cond = _cond("relation", "value", "attr_id", "ref", "ref_title", "false_value", "false_attr")
     return options.select(
         "user_id",
         "item_id",
-        conditions=pl.concat_list(cond),
+        *_cond(
+            "c1", "relation", "value", "attr_id", "ref", "ref_title", "false_value", "false_attr"
+        ),
         extra_negative_attr=pl.col("false_attr").cast(pl.Int32),
     )
 
@@ -744,13 +800,12 @@ def generate(
             pool = implicit_pool(g, liked, cfg, rng, misinformed=family == "hard")
         else:
             pool = interest_windows(liked, cfg.history_len).with_columns(
-                conditions=pl.lit([], pl.List(CONDITION)),
                 extra_negative_attr=pl.lit(None, pl.Int32),
             )
         pools[family] = pool
     say("sampling splits")
     users = liked["user_id"].unique().sort()
-    q = assign_splits(pools, cfg, rng, users)
+    q = conditions_column(assign_splits(pools, cfg, rng, users))
     fam_code = {f: f[0] for f in FAMILIES}
     q = q.with_columns(pl.col("user_id").cast(pl.Int32), pl.col("item_id").cast(pl.Int32))
     q = (

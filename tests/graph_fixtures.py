@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from stages.graph_sources import ML100K_GENRES
 from stages.store import ArtifactStore
 
 # Five movies; "Usual Suspects, The" must match "The Usual Suspects", "Seven (Se7en)" must match
@@ -140,27 +141,7 @@ def add_raw_artifacts(store: ArtifactStore, tmp: Path) -> None:
 def write_ml_official_100k(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in RATINGS))
-    genres = [
-        "unknown",
-        "Action",
-        "Adventure",
-        "Animation",
-        "Children's",
-        "Comedy",
-        "Crime",
-        "Documentary",
-        "Drama",
-        "Fantasy",
-        "Film-Noir",
-        "Horror",
-        "Musical",
-        "Mystery",
-        "Romance",
-        "Sci-Fi",
-        "Thriller",
-        "War",
-        "Western",
-    ]
+    genres = ML100K_GENRES  # the column order of u.item
     lines = []
     for i, title, year, g in MOVIES:
         flags = ["1" if name in g.split() else "0" for name in genres]
