@@ -35,6 +35,7 @@ from pydantic import Field, model_validator
 from schemas.queries import CONDITION, FAMILIES, QUERIES, SPLITS
 from stages.config import StageConfig
 from stages.errors import UserError
+from stages.film_facts import normalise_title
 from stages.store import Artifact, ArtifactStore, ArtifactWriter, BuildResult
 
 SPECIFIC = ("director", "writer", "cast", "author", "publisher")
@@ -289,8 +290,14 @@ def implicit_pool(
 ) -> pl.DataFrame:
     refs = _references(g, cfg)
     ua = liked.join(g.facts.filter(pl.col("relation").is_in(SPECIFIC)), on="item_id")
-    rows = ua.join(refs.select("ref", "ref_pop", "attr_id", "ref_title"), on="attr_id").filter(
-        pl.col("ref") != pl.col("item_id")
+    # The reference is another work: not the positive, nor another edition of it (Book-Crossing
+    # lists editions under separate ISBNs).
+    keys = g.items.select("item_id", key=normalise_title(pl.col("title")))
+    rows = (
+        ua.join(refs.select("ref", "ref_pop", "attr_id", "ref_title"), on="attr_id")
+        .join(keys, on="item_id")
+        .join(keys.rename({"item_id": "ref", "key": "ref_key"}), on="ref")
+        .filter((pl.col("ref") != pl.col("item_id")) & (pl.col("key") != pl.col("ref_key")))
     )
     rows = _pick(rows, ["user_id", "item_id", "attr_id"], rng, weight="ref_pop")
     if not misinformed:
