@@ -504,11 +504,22 @@ def draw_candidates(
         .drop_nulls()
         .with_columns(boost=pl.lit(20.0))
     )  # the trap of a misinformed request comes first
+    # A shared rare attribute (the same director) makes a harder negative than a shared common
+    # one (the same decade): each shared attribute weighs 1 / its item count, summed; the false
+    # premise's items (weight 20) come first.
+    degree = g.attributes.select("attr_id", weight=1.0 / pl.col("item_count").cast(pl.Float64))
     hard = (
-        pl.concat([cond_attrs, pos_attrs, false_attrs])
+        pl.concat([cond_attrs, pos_attrs])
+        .unique(["query_id", "attr_id"])
+        .join(degree, on="attr_id")
+        .with_columns(boost=pl.col("weight"))
+        .drop("weight")
+    )
+    hard = (
+        pl.concat([hard, false_attrs])
         .join(g.facts.select("item_id", "attr_id"), on="attr_id")
         .group_by("query_id", "item_id")
-        .agg(pl.col("boost").max())
+        .agg(pl.col("boost").sum())
     )
     top_pop = g.popularity.sort("pop", descending=True).head(max(200, 10 * cfg.candidates))
     hard = pl.concat(
@@ -669,6 +680,14 @@ def _phrase(
     return expr
 
 
+def _with_the(relation: pl.Expr, value: pl.Expr) -> pl.Expr:
+    """'made in the United States', 'in the Netherlands'."""
+    needs = (relation == "country") & value.str.contains(
+        r"^(United |Netherlands$|Czech Republic$|Soviet Union$|Philippines$|Bahamas$)"
+    )
+    return pl.when(needs).then(pl.format("the {}", value)).otherwise(value)
+
+
 def render_texts(q: pl.DataFrame, domain: str, rng: np.random.Generator) -> pl.DataFrame:
     """Adds ``text`` and ``template`` from the structured conditions."""
     noun, verb = NOUN.get(domain, ("item", "try"))
@@ -684,7 +703,14 @@ def render_texts(q: pl.DataFrame, domain: str, rng: np.random.Generator) -> pl.D
         .then(None)
         .when(pl.col("via_item_id").is_not_null())
         .then(_phrase(_VIA, pl.col("relation"), pl.col("via_title"), pl.col("variant") // 7))
-        .otherwise(_phrase(_DIRECT, pl.col("relation"), pl.col("value"), pl.col("variant") // 7)),
+        .otherwise(
+            _phrase(
+                _DIRECT,
+                pl.col("relation"),
+                _with_the(pl.col("relation"), pl.col("value")),
+                pl.col("variant") // 7,
+            )
+        ),
         false_phrase=_phrase(
             _DIRECT, pl.col("relation"), pl.col("false_value"), pl.col("variant") // 7
         ),
