@@ -34,6 +34,7 @@ demo: install
 	$(REREC) pretrain-cf --quiet
 	$(REREC) make-queries
 	$(REREC) make-queries --check queries
+	$(REREC) make-queries --graph graph-books
 	$(REREC) artifacts list
 
 test: install
