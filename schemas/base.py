@@ -73,6 +73,10 @@ class ArtifactSchema:
     produced_by: str  # the command that (re)builds it, quoted in errors
     tables: dict[str, TableSchema] = field(default_factory=dict)
     files: tuple[str, ...] = ()  # required non-table files, relative to the artifact folder
+    # Files rebuilt from the tables (a DuckDB copy) whose bytes are not reproducible: listed in
+    # the manifest with their sha256 but left out of the content hash, so that the same inputs
+    # and config give the same content hash.
+    derived_files: tuple[str, ...] = ()
     # Whether `NAME-anything` (e.g. `graph-books`) is an artifact of this schema too, so one
     # store can hold several graphs side by side.
     variants: bool = False

@@ -73,5 +73,6 @@ GRAPH = ArtifactSchema(
     produced_by="rerec build-graph --force",
     tables={t.name: t for t in (ITEMS, ATTRIBUTES, ITEM_ATTRIBUTES, USERS, INTERACTIONS)},
     files=("graph.duckdb",),
+    derived_files=("graph.duckdb",),
     variants=True,
 )

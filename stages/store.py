@@ -363,7 +363,9 @@ class ArtifactStore:
                 row_counts=writer.row_counts,
                 metrics=writer.metrics,
                 wall_seconds=round(time.perf_counter() - started, 3),
-                content_hash=_content_hash(files),
+                content_hash=_content_hash(
+                    [f for f in files if f.path not in schema.derived_files]
+                ),
                 files=files,
             )
             (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
