@@ -9,7 +9,10 @@ expressions over whole columns.
 
 from __future__ import annotations
 
+import functools
+import re
 import sqlite3
+import unicodedata
 from pathlib import Path
 
 import polars as pl
@@ -30,6 +33,23 @@ def normalise_title(title: pl.Expr) -> pl.Expr:
     t = t.str.replace_all("&", " and ")
     t = t.str.replace_all(r"[^\p{L}\p{N}]+", " ").str.strip_chars()
     return t.str.replace(r"^(the|a|an) ", "")
+
+
+_ARTICLE_AT_END = re.compile(rf"^(.*?),\s*({_ARTICLES})$")
+_NON_ALNUM = re.compile(r"[\W_]+")
+_LEADING_EN_ARTICLE = re.compile(r"^(the|a|an) ")
+
+
+@functools.lru_cache(maxsize=65536)
+def normalise_title_str(title: str) -> str:
+    """`normalise_title` for one Python string (same steps; the reward's hot path, where a
+    Polars expression per string would cost more than the whole reward)."""
+    t = unicodedata.normalize("NFKD", title.lower())
+    t = "".join(ch for ch in t if not unicodedata.category(ch).startswith("M")).strip()
+    t = _ARTICLE_AT_END.sub(r"\2 \1", t)
+    t = t.replace("&", " and ")
+    t = _NON_ALNUM.sub(" ", t).strip()
+    return _LEADING_EN_ARTICLE.sub("", t)
 
 
 def split_title_year(title: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
