@@ -14,40 +14,14 @@ Each run is a fresh `rerec` process; peak memory is that process's max RSS (os.w
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-
-REPO = Path(__file__).resolve().parent.parent
-RERUN = [sys.executable, "-m", "rerec_cli.main"]
-
-
-def run_rerec(args: list[str], workdir: Path) -> tuple[float, float]:
-    """Run `rerec ARGS` in a fresh process; return (seconds, peak RSS in GiB)."""
-    env = {**os.environ, "REREC_WORKDIR": str(workdir)}
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [*RERUN, *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"rerec {' '.join(args)} failed: {proc.stderr.read().decode()}")
-    return seconds, usage.ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
-
-
-def ensure_fetched(workdir: Path) -> None:
-    for name in ("ml-100k", "wikidata-films"):
-        if not (workdir / name / "latest").exists():
-            subprocess.run([*RERUN, "--workdir", str(workdir), "fetch", name], check=True, cwd=REPO)
+from harness import REPO, ensure_fetched, machine, run_rerec, scratch_store
 
 
 def synthetic_movielens(folder: Path, rows: int, items: int, users: int, seed: int = 0) -> Path:
@@ -126,12 +100,9 @@ def main() -> None:
     args = ap.parse_args()
 
     ensure_fetched(args.workdir)
-    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    print(machine())
     with tempfile.TemporaryDirectory(prefix="rerec-bench-") as tmp:
-        store = Path(tmp) / "workdir"
-        store.mkdir()
-        for name in ("ml-100k", "wikidata-films"):  # the raw artifacts, without copying data
-            shutil.copytree(args.workdir / name, store / name, symlinks=True)
+        store = scratch_store(args.workdir, Path(tmp))
         times, peaks = [], []
         for _ in range(args.runs):
             seconds, peak = run_rerec(["build-graph", "--force"], store)

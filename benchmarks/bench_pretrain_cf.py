@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -28,19 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from harness import REPO, ensure_fetched, machine, run_rerec, scratch_store
 
-REPO = Path(__file__).resolve().parent.parent
-RERUN = [sys.executable, "-m", "rerec_cli.main"]
 sys.path.insert(0, str(REPO))
 
 from stages.store import ArtifactStore  # noqa: E402
-
-
-def rerec(args: list[str], workdir: Path) -> None:
-    env = {**os.environ, "REREC_WORKDIR": str(workdir)}
-    proc = subprocess.run([*RERUN, *args], cwd=REPO, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"rerec {' '.join(args)} failed:\n{proc.stderr}")
 
 
 def run_recbole(python: str, ml100k_dir: Path, tmp: Path, seed: int) -> dict:
@@ -114,25 +105,17 @@ def main() -> None:
         help="seeds of the ml-100k comparison (none: only the ML-1M timing)",
     )
     args = ap.parse_args()
-    if not (args.workdir / "ml-100k" / "latest").exists():
-        subprocess.run(
-            [*RERUN, "--workdir", str(args.workdir), "fetch", "ml-100k", "wikidata-films"],
-            check=True,
-            cwd=REPO,
-        )
-    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}")
+    ensure_fetched(args.workdir)
+    print(machine())
     with tempfile.TemporaryDirectory(prefix="rerec-bench-cf-") as tmp_name:
         tmp = Path(tmp_name)
-        work = tmp / "workdir"
-        work.mkdir()
-        for name in ("ml-100k", "wikidata-films"):
-            shutil.copytree(args.workdir / name, work / name, symlinks=True)
-        rerec(["build-graph"], work)
+        work = scratch_store(args.workdir, tmp)
+        run_rerec(["build-graph"], work)
         store = ArtifactStore(work)
         ours, theirs = [], []
         for seed in args.seeds:
             started = time.perf_counter()
-            rerec(
+            run_rerec(
                 [
                     "pretrain-cf",
                     "--force",
@@ -201,7 +184,7 @@ def main() -> None:
             )
 
         paths = synthetic_ml1m(tmp / "ml1m")
-        rerec(
+        run_rerec(
             [
                 "build-graph",
                 "--source",
@@ -215,7 +198,7 @@ def main() -> None:
             ],
             work,
         )
-        rerec(
+        run_rerec(
             ["pretrain-cf", "--graph", "graph-ml1m", "--epochs", str(args.ml1m_epochs), "--quiet"],
             work,
         )
