@@ -11,8 +11,8 @@ from rich.table import Table
 from rerec_cli.app import app, command_line, state
 from rerec_cli.output import out
 from schemas.cf import METRICS
+from stages.cf_config import PretrainCFConfig
 from stages.config import field_help, resolve_config
-from stages.pretrain_cf import PretrainCFConfig, epoch_printer, pretrain_cf
 
 H = PretrainCFConfig
 
@@ -39,6 +39,8 @@ def pretrain_cf_command(
 ) -> None:
     """Pretrain LightGCN (torch-geometric) on the graph's interactions, evaluate it by full
     ranking, and store user and item embeddings (the PAS reward and personalisation use them)."""
+    from stages.pretrain_cf import epoch_printer, pretrain_cf  # torch: only when training
+
     cfg = resolve_config(
         PretrainCFConfig,
         section="pretrain-cf",

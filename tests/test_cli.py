@@ -122,3 +122,10 @@ def test_artifacts_list_show_and_path(rerec, store) -> None:
     assert rerec("artifacts", "path", f"toy@{parent.version}").stdout.strip() == str(parent.path)
     as_json = rerec("artifacts", "show", "toy", "--json")
     assert '"content_hash"' in as_json.stdout
+
+
+def test_cli_start_up_does_not_import_torch() -> None:
+    # torch + torch-geometric cost ~3 s per command; only the stages that train import them.
+    code = "import sys, rerec_cli.main; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "False", proc.stderr
