@@ -8,12 +8,22 @@ from __future__ import annotations
 from schemas.base import ArtifactSchema, SchemaError, TableSchema
 from schemas.cf import CF
 from schemas.graph import GRAPH
+from schemas.policy import POLICY
 from schemas.queries import QUERIES_ARTIFACT
 from schemas.raw import BOOK_CROSSING, ML_100K, RAW_GENERIC, SMOLLM2_135M, WIKIDATA_FILMS
 
 ARTIFACTS: dict[str, ArtifactSchema] = {
     s.name: s
-    for s in (ML_100K, WIKIDATA_FILMS, BOOK_CROSSING, SMOLLM2_135M, GRAPH, CF, QUERIES_ARTIFACT)
+    for s in (
+        ML_100K,
+        WIKIDATA_FILMS,
+        BOOK_CROSSING,
+        SMOLLM2_135M,
+        GRAPH,
+        CF,
+        QUERIES_ARTIFACT,
+        POLICY,
+    )
 }
 
 

@@ -39,7 +39,8 @@ def field_help(cls: type[StageConfig], name: str) -> str:
         text += f" [config: {name}; default: {default}]"
     else:
         text += f" [config: {name}]"
-    return text
+    # The CLI renders help with rich markup: brackets must not be read as tags.
+    return text.replace("[", "\\[")
 
 
 def read_yaml_section(path: Path, section: str) -> dict[str, Any]:

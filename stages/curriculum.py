@@ -111,3 +111,82 @@ class CurriculumSampler:
         self.difficulty = {str(k): float(v) for k, v in state["difficulty"].items()}
         self.history = list(state["history"])
         self._order = [int(i) for i in state["order"]]
+
+
+class CurriculumSchedule:
+    """Hands the trainer one step's queries at a time, at generation time.
+
+    Picking the queries when they are generated (rather than when a data loader prefetches
+    them) means every rollout of epoch e is scored before epoch e+1 is ordered, whatever the
+    loader's look-ahead, and the schedule's state is exactly what a checkpoint needs. An epoch
+    is a pass over the sampler's order in chunks of ``per_step`` queries; a last, short chunk is
+    topped up from the start of the same epoch's order (its easiest queries)."""
+
+    def __init__(self, sampler: CurriculumSampler, per_step: int, metric: str = "ndcg"):
+        self.sampler, self.per_step, self.metric = sampler, per_step, metric
+        self.position = 0  # queries of the current epoch's order already handed out
+        self.chunks = 0  # steps' worth of queries handed out in total
+        self.pending: list[dict[str, Any]] = []  # rollouts of the current epoch
+        self.table: list[dict[str, Any]] = []  # curriculum rows, one per query and epoch >= 1
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def next_chunk(self) -> list[int]:
+        order = self.sampler._order
+        if self.position >= len(order):
+            self._start_epoch(self.sampler.epoch + 1)
+            order = self.sampler._order
+        chunk = order[self.position : self.position + self.per_step]
+        self.position += self.per_step
+        while len(chunk) < self.per_step:  # short last chunk: top up from the easiest
+            chunk = chunk + order[: self.per_step - len(chunk)]
+        self.chunks += 1
+        return [int(i) for i in chunk]
+
+    def epoch_done(self) -> bool:
+        """The chunk handed out last was the end of its epoch."""
+        return self.position >= len(self.sampler._order)
+
+    def record(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Rollouts of the last chunk (query_id and the difficulty metric)."""
+        self.pending.extend(rows)
+
+    def _start_epoch(self, epoch: int) -> None:
+        if self.pending:
+            self.sampler.record(pl.DataFrame(self.pending), self.metric)
+        self.pending = []
+        self.sampler.set_epoch(epoch)
+        self.position = 0
+        if not self.sampler.enabled:
+            return
+        fallback = bool(self.sampler.history[-1]["fallback"])
+        position = {q: n for n, q in enumerate(self.sampler._order)}
+        for n, qid in enumerate(self.sampler.query_ids):
+            self.table.append(
+                {
+                    "epoch": epoch,
+                    "query_id": qid,
+                    "difficulty": self.sampler.difficulty.get(qid, UNKNOWN),
+                    "kept": n in position,
+                    "position": position.get(n),
+                    "fallback": fallback,
+                }
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "sampler": self.sampler.state_dict(),
+            "position": self.position,
+            "chunks": self.chunks,
+            "pending": list(self.pending),
+            "table": list(self.table),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        self.position = int(state["position"])
+        self.chunks = int(state["chunks"])
+        self.pending = list(state["pending"])
+        self.table = list(state["table"])

@@ -264,4 +264,5 @@ def score_batch(
         "qas": qas,
         "pas": pas,
         "correct": correct,
+        "pred": pred,  # first resolved item id, -1 when none
     }

@@ -1,0 +1,152 @@
+"""`rerec train`: GRPO / ReRec / REINFORCE++ on the training queries; writes a policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rerec_cli.app import app, command_line, state
+from rerec_cli.output import out
+from stages.config import field_help, resolve_config
+from stages.console import console
+from stages.train_config import TrainConfig
+
+H = TrainConfig
+
+
+def _opt(name: str, *flags: str) -> Any:
+    return typer.Option(*flags, help=field_help(H, name))
+
+
+@app.command("train")
+def train_command(
+    queries: Annotated[str | None, _opt("queries")] = None,
+    model: Annotated[str | None, _opt("model")] = None,
+    output: Annotated[str | None, _opt("output")] = None,
+    algo: Annotated[str | None, _opt("algo")] = None,
+    raae: Annotated[bool | None, _opt("raae", "--raae/--no-raae")] = None,
+    qas: Annotated[bool | None, _opt("qas", "--qas/--no-qas")] = None,
+    pas: Annotated[bool | None, _opt("pas", "--pas/--no-pas")] = None,
+    curriculum: Annotated[bool | None, _opt("curriculum", "--curriculum/--no-curriculum")] = None,
+    graph: Annotated[str | None, _opt("graph")] = None,
+    cf: Annotated[str | None, _opt("cf")] = None,
+    steps: Annotated[int | None, _opt("steps")] = None,
+    epochs: Annotated[int | None, _opt("epochs")] = None,
+    limit: Annotated[int | None, _opt("limit")] = None,
+    families: Annotated[list[str] | None, _opt("families", "--family")] = None,
+    prompts_per_step: Annotated[int | None, _opt("prompts_per_step")] = None,
+    num_generations: Annotated[
+        int | None, _opt("num_generations", "--num-generations", "-G")
+    ] = None,
+    micro_batch: Annotated[int | None, _opt("micro_batch")] = None,
+    max_completion_length: Annotated[int | None, _opt("max_completion_length")] = None,
+    temperature: Annotated[float | None, _opt("temperature")] = None,
+    lr: Annotated[float | None, _opt("lr")] = None,
+    beta: Annotated[float | None, _opt("beta")] = None,
+    lora: Annotated[bool | None, _opt("lora", "--lora/--full")] = None,
+    lora_r: Annotated[int | None, _opt("lora_r")] = None,
+    w_qas: Annotated[float | None, _opt("w_qas")] = None,
+    w_pas: Annotated[float | None, _opt("w_pas")] = None,
+    w_penalty: Annotated[float | None, _opt("w_penalty")] = None,
+    advantage: Annotated[str | None, _opt("advantage")] = None,
+    tau: Annotated[float | None, _opt("tau")] = None,
+    k: Annotated[int | None, _opt("k")] = None,
+    save_steps: Annotated[int | None, _opt("save_steps")] = None,
+    seed: Annotated[int | None, _opt("seed")] = None,
+    device: Annotated[str | None, _opt("device")] = None,
+    use_vllm: Annotated[bool | None, _opt("use_vllm", "--use-vllm")] = None,
+    vllm_mode: Annotated[str | None, _opt("vllm_mode")] = None,
+    tensorboard: Annotated[bool | None, _opt("tensorboard", "--tensorboard")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML file of options.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Retrain even if it exists.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Train a recommendation policy with GRPO on TRL (LoRA by default): dual-graph rewards,
+    RAAE token-level advantages and the online curriculum (--algo rerec), or the grpo and
+    reinforce++ baselines. Scale out with `accelerate launch -m rerec_cli train ...`."""
+    overrides = {k_: v for k_, v in locals().items() if k_ not in _NOT_CONFIG}
+    cfg = resolve_config(TrainConfig, section="train", config_file=config, overrides=overrides)
+    from stages.train import train_policy  # torch, transformers, TRL: only when training
+
+    with _progress(quiet) as on_step:
+        result = train_policy(
+            state.store, cfg, force=force, resume=resume, command=command_line(), on_step=on_step
+        )
+    art = result.artifact
+    m = art.manifest.metrics
+    if result.skipped:
+        out.print(f"[bold]{art.ref}[/bold] (already trained; --force to retrain)")
+    else:
+        out.print(
+            f"[bold]{art.ref}[/bold]: {m.get('steps', 0)} steps over {m.get('epochs', 0)} "
+            f"epoch(s), {m.get('training_queries', 0):,} training queries, "
+            f"{m.get('median_seconds_per_step', 0):.2f} s/step (median)"
+        )
+    out.print(reward_curve(art.read("log")))
+
+
+_NOT_CONFIG = {"config", "resume", "force", "quiet"}
+
+
+def reward_curve(log: pl.DataFrame, rows: int = 20) -> Table:
+    """The training curve as a table (at most ``rows`` evenly spaced steps, always the last)."""
+    table = Table(title="training curve (means over each step's completions)")
+    for col in ("step", "epoch", "reward", "accuracy", "ndcg", "qas", "pas", "format ok", "kl"):
+        table.add_column(col, justify="right")
+    if log.height > rows:
+        idx = sorted({round(i * (log.height - 1) / (rows - 1)) for i in range(rows)})
+        log = log[idx]
+    for r in log.iter_rows(named=True):
+        table.add_row(
+            str(r["step"]),
+            str(r["epoch"]),
+            *(
+                "—" if r[c] is None else f"{r[c]:.3f}"
+                for c in ("reward", "accuracy", "ndcg", "qas", "pas", "valid_format", "kl")
+            ),
+        )
+    return table
+
+
+class _progress:
+    """A progress bar with the latest reward and accuracy, on stderr."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar: Progress | None = None
+        self.task: Any = None
+
+    def __enter__(self):
+        if self.quiet:
+            return None
+        self.bar = Progress(
+            TextColumn("training"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.bar.__enter__()
+        return self.update
+
+    def update(self, row: dict[str, Any], total: int) -> None:
+        assert self.bar is not None
+        if self.task is None:
+            self.task = self.bar.add_task("train", total=total, stats="")
+        stats = f"reward {row['reward']:.3f}  accuracy {row['accuracy']:.2f}  epoch {row['epoch']}"
+        self.bar.update(self.task, completed=row["step"], stats=stats)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)

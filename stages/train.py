@@ -1,0 +1,839 @@
+"""`rerec train`: GRPO on TRL with dual-graph rewards, RAAE token advantages and the online
+curriculum; the result is a `policy` artifact.
+
+How the pieces sit on TRL's `GRPOTrainer`:
+
+- Rewards: one TRL reward function per component (format, NDCG, and for rerec QAS and PAS) with
+  the configured weights, so TRL logs each; all four come from one vectorised `score_batch`
+  call per batch (`BatchScorer` caches it).
+- Advantages: `_generate_and_score_completions` is overridden. After TRL generated, scored and
+  computed its scalar group advantages, rerec replaces them by (B, T) token advantages (RAAE):
+  token rewards from the completion's segments, then mean and std over all valid tokens of
+  each group. A group may span processes: each process sends per-completion sums, sums of
+  squares and token counts (`accelerator.gather`), so every process normalises with the whole
+  group's statistics. reinforce++ normalises the scalar reward over the whole (global) batch.
+- Curriculum: the queries of each step are chosen when they are generated (`CurriculumSchedule`),
+  so an epoch is ordered from every rollout of the previous one; TRL's sampler only paces steps.
+- Checkpoints: the run folder (`<workdir>/.runs/<artifact>-<version>/`) holds TRL checkpoints
+  plus the schedule, rollouts and log; `--resume` continues from the last one with the same
+  data order, curriculum state and RNG state; Ctrl-C saves one before exiting.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from trl import GRPOConfig, GRPOTrainer
+
+from schemas.policy import CURRICULUM, LOG, ROLLOUTS
+from stages.curriculum import CurriculumSampler, CurriculumSchedule
+from stages.errors import UserError
+from stages.prompts import render_messages
+from stages.raae import token_rewards
+from stages.rewards import RewardIndex, RewardWeights, score_batch
+from stages.store import Artifact, ArtifactStore, ArtifactWriter, BuildResult, version_id
+from stages.train_config import TrainConfig
+
+STATE_FILE = "rerec_state.json"
+QUERY_COLUMNS = (
+    "query_id",
+    "family",
+    "candidate_item_ids",
+    "candidate_titles",
+    "positive_item_ids",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+
+@dataclass
+class Inputs:
+    queries: Artifact
+    graph: Artifact
+    cf: Artifact | None
+    model_artifact: Artifact | None
+    model_path: str  # folder (or hub id)
+    train: pl.DataFrame
+
+
+def resolve_model(store: ArtifactStore, ref: str) -> tuple[Artifact | None, str]:
+    """A model artifact (its `model/` folder), a local folder, or a hub id."""
+    name = ref.partition("@")[0]
+    if name and "/" not in name and name not in (".", "..") and (store.root / name).is_dir():
+        art = store.resolve(ref)
+        if art.manifest.kind != "model":
+            raise UserError(f"{art.ref} is a {art.manifest.kind} artifact, not a model")
+        return art, str(art.file("model"))
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model folder {path} has no config.json (not a transformers model)")
+        return None, str(path.resolve())
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise UserError(f"model {ref}: no such folder")
+    return None, ref  # a hub id; loading says clearly if the hub is unreachable
+
+
+def model_fingerprint(path: str) -> dict[str, Any]:
+    """What identifies a model folder in the policy's version id (names, sizes, mtimes)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return {"hub_id": path}
+    return {
+        "folder": str(folder),
+        "files": sorted(
+            (p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.iterdir()
+        ),
+    }
+
+
+def load_inputs(store: ArtifactStore, cfg: TrainConfig) -> Inputs:
+    queries = store.resolve(cfg.queries)
+    if queries.manifest.kind != "queries":
+        raise UserError(f"{queries.ref} is not a queries artifact")
+    if cfg.graph:
+        graph = store.resolve(cfg.graph)
+    else:
+        refs = [i for i in queries.manifest.inputs if i.name.startswith("graph")]
+        if not refs:
+            raise UserError(f"{queries.ref} names no graph input; pass --graph")
+        graph = store.resolve(f"{refs[0].name}@{refs[0].version}")
+    cf = None
+    if cfg.use_pas:
+        cf_name = cfg.cf or "cf" + graph.name.removeprefix("graph")
+        if not (store.root / cf_name.partition("@")[0]).is_dir():
+            raise UserError(
+                f"PAS needs LightGCN embeddings: no artifact '{cf_name}' in {store.root}; "
+                f"run `rerec pretrain-cf --graph {graph.name}` or pass --no-pas"
+            )
+        cf = store.resolve(cf_name)
+    model_artifact, model_path = resolve_model(store, cfg.model)
+    train = training_queries(queries, cfg)
+    return Inputs(queries, graph, cf, model_artifact, model_path, train)
+
+
+def training_queries(queries: Artifact, cfg: TrainConfig) -> pl.DataFrame:
+    df = queries.read("queries").filter(pl.col("split") == "train")
+    if cfg.families:
+        df = df.filter(pl.col("family").is_in(cfg.families))
+    if df.height == 0:
+        what = f" of families {', '.join(cfg.families)}" if cfg.families else ""
+        raise UserError(f"{queries.ref} has no training queries{what}")
+    df = df.sort("query_id")
+    if cfg.limit is not None and cfg.limit < df.height:
+        df = df.sample(n=cfg.limit, seed=cfg.seed).sort("query_id")
+    return df
+
+
+def build_dataset(train: pl.DataFrame, cfg: TrainConfig) -> Dataset:
+    rows = train.to_dicts()
+    return Dataset.from_dict(
+        {
+            "prompt": [
+                render_messages(
+                    q, k=cfg.k, candidate_facts=cfg.candidate_facts, history=cfg.history
+                )
+                for q in rows
+            ],
+            **{c: [q[c] for q in rows] for c in QUERY_COLUMNS},
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# rewards
+
+
+def reward_weights(cfg: TrainConfig) -> RewardWeights:
+    return RewardWeights(
+        w_format=cfg.w_format,
+        w_ndcg=1.0,
+        w_qas=cfg.w_qas if cfg.use_qas else 0.0,
+        w_pas=cfg.w_pas if cfg.use_pas else 0.0,
+        k=cfg.k,
+        fuzzy_threshold=cfg.fuzzy_threshold,
+    )
+
+
+def completion_text(completion: Any) -> str:
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        return str(completion[-1].get("content") or "")
+    return ""
+
+
+class BatchScorer:
+    """Scores a batch once (all components, vectorised) for the reward functions TRL calls one
+    after the other with the same completions list."""
+
+    def __init__(self, index: RewardIndex, weights: RewardWeights):
+        self.index, self.weights = index, weights
+        self._key: tuple[int, int] | None = None
+        self.last: dict[str, Any] = {}
+
+    def score(self, completions: Sequence[Any], **columns: Any) -> dict[str, Any]:
+        key = (id(completions), len(completions))
+        if key != self._key:
+            texts = [completion_text(c) for c in completions]
+            queries = [{c: columns[c][i] for c in QUERY_COLUMNS} for i in range(len(completions))]
+            parts = score_batch(texts, queries, self.index, self.weights)
+            parts["texts"] = texts
+            parts["queries"] = queries
+            self.last, self._key = parts, key
+        return self.last
+
+    def component(self, name: str) -> Callable[..., list[float]]:
+        def reward(prompts, completions, **kwargs) -> list[float]:
+            return self.score(completions, **kwargs)[name].tolist()
+
+        reward.__name__ = name
+        return reward
+
+
+def reward_functions(scorer: BatchScorer, cfg: TrainConfig) -> tuple[list, list[float]]:
+    w = scorer.weights
+    funcs, weights = [scorer.component("format"), scorer.component("ndcg")], [w.w_format, 1.0]
+    if cfg.use_qas:
+        funcs.append(scorer.component("qas"))
+        weights.append(w.w_qas)
+    if cfg.use_pas:
+        funcs.append(scorer.component("pas"))
+        weights.append(w.w_pas)
+    return funcs, weights
+
+
+# ---------------------------------------------------------------------------------------------
+# RAAE on token ids
+
+
+def token_offsets(tokenizer: Any, ids: Sequence[int], text: str) -> list[tuple[int, int]]:
+    """Character span of each generated token in ``text`` (the decoded completion). Decoding
+    token by token is exact when the pieces add up to the text; otherwise (a character split
+    over several byte tokens) each token's start is the length of the decoded prefix before it
+    that agrees with the text."""
+    pieces = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)
+    if "".join(pieces) == text:
+        ends = np.cumsum([len(p) for p in pieces]).tolist()
+        starts = [0, *ends[:-1]]
+        return list(zip(starts, ends, strict=True))
+    starts = []
+    for t in range(len(ids)):
+        prefix = tokenizer.decode(list(ids[:t]), skip_special_tokens=True)
+        n = 0
+        limit = min(len(prefix), len(text))
+        while n < limit and prefix[n] == text[n]:
+            n += 1
+        starts.append(n)
+    ends = [*starts[1:], len(text)]
+    return list(zip(starts, ends, strict=True))
+
+
+def group_token_advantages(
+    token_r: torch.Tensor,
+    mask: torch.Tensor,
+    group_sums: torch.Tensor,
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """(r_t - mean) / (std + eps) with the group's pooled token statistics.
+
+    ``group_sums`` (B, 3): for each local completion, its group's sum of token rewards, sum of
+    squares and token count (summed over the G completions, on every process)."""
+    s, ss, n = group_sums[:, 0], group_sums[:, 1], group_sums[:, 2].clamp(min=1)
+    mean = s / n
+    std = (ss / n - mean**2).clamp(min=0).sqrt()
+    return (token_r - mean[:, None]) / (std[:, None] + eps) * mask
+
+
+def wrong_title(parts: dict[str, Any], i: int) -> str | None:
+    """The title of completion i's recommended candidate when it is not a ground truth."""
+    pred = int(parts["pred"][i])
+    if pred < 0 or parts["correct"][i]:
+        return None
+    q = parts["queries"][i]
+    return q["candidate_titles"][list(q["candidate_item_ids"]).index(pred)]
+
+
+def raae_advantages(
+    tokenizer: Any,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    parts: dict[str, Any],
+    rewards_all: torch.Tensor,
+    *,
+    gather: Callable[[torch.Tensor], torch.Tensor],
+    start: int,
+    num_generations: int,
+    w_penalty: float,
+    mode: str = "per-token",
+) -> tuple[torch.Tensor, float]:
+    """(B, T) RAAE advantages of this process's B completions, and the share of their tokens
+    that were penalised. ``parts`` is this process's `score_batch` output (with texts and
+    queries), ``rewards_all`` every process's rewards in global order, ``start`` the global
+    index of this process's first completion, ``gather`` concatenates a tensor over processes."""
+    mask = completion_mask.to(torch.float64).cpu()
+    ntok = mask.sum(dim=1)
+    B = completion_ids.shape[0]
+    tok_r = torch.zeros_like(mask)
+    penalised = 0
+    for i in range(B):
+        n = int(ntok[i])
+        row = completion_ids[i, :n].tolist()
+        text = tokenizer.decode(row, skip_special_tokens=True)
+        r = float(parts["reward"][i])
+        values = token_rewards(
+            text,
+            token_offsets(tokenizer, row, text),
+            r,
+            wrong_title(parts, i),
+            w_penalty=w_penalty,
+        )
+        penalised += int((values != r).sum())
+        tok_r[i, :n] = torch.as_tensor(values, dtype=torch.float64)
+    groups = torch.arange(start, start + B) // num_generations
+    if mode == "per-token":
+        stats = torch.stack([(tok_r * mask).sum(1), (tok_r**2 * mask).sum(1), ntok], dim=1)
+        device = completion_ids.device
+        stats = gather(stats.to(device)).cpu().view(-1, num_generations, 3).sum(dim=1)
+        sums = stats[groups]
+    elif mode == "per-completion":  # the G scalar rewards' mean and std, for every token
+        r = rewards_all.to(torch.float64).cpu().view(-1, num_generations)
+        mean, var = r.mean(1), r.var(1, unbiased=False)
+        sums = torch.stack([mean[groups], var[groups] + mean[groups] ** 2, torch.ones(B)], 1)
+    else:
+        raise ValueError(f"unknown advantage mode {mode!r}")
+    share = penalised / max(float(ntok.sum()), 1.0)
+    return group_token_advantages(tok_r, mask, sums), share
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds beyond TRL's own files."""
+
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    chunk_epochs: list[int] = field(default_factory=list)
+
+
+class RerecGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer with curriculum-chosen queries and rerec / reinforce++ advantages."""
+
+    def __init__(
+        self,
+        *args: Any,
+        rerec_cfg: TrainConfig,
+        scorer: BatchScorer,
+        schedule: CurriculumSchedule,
+        rows: Dataset,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.rerec_cfg, self.scorer, self.schedule, self.rows = rerec_cfg, scorer, schedule, rows
+        self.run_state = RunState()
+
+    # the queries of a step come from the curriculum schedule
+    def _curriculum_inputs(self, n_local: int) -> list[dict[str, Any]]:
+        chunk = self.schedule.next_chunk()
+        self.run_state.chunk_epochs.append(self.schedule.epoch)
+        G = self.num_generations
+        flat = [i for i in chunk for _ in range(G)]
+        start = self.accelerator.process_index * n_local
+        mine = flat[start : start + n_local]
+        if len(mine) != n_local:
+            raise RuntimeError(f"curriculum chunk of {len(flat)} rows cannot fill {n_local}")
+        return [self.rows[i] for i in mine]
+
+    def _generate_and_score_completions(self, inputs):
+        training = self.model.training
+        if training:
+            inputs = self._curriculum_inputs(len(inputs))
+        output = super()._generate_and_score_completions(inputs)
+        if training:
+            self._rerec_advantages(output)
+        return output
+
+    def _rerec_advantages(self, output: dict[str, Any]) -> None:
+        cfg, acc = self.rerec_cfg, self.accelerator
+        parts = self.scorer.last
+        device = output["completion_ids"].device
+        mask = output["completion_mask"].to(torch.float64)
+        ntok = mask.sum(dim=1)
+        index_of = {q: n for n, q in enumerate(self.schedule.sampler.query_ids)}
+        local = torch.tensor(
+            np.stack(
+                [
+                    np.array([index_of[q["query_id"]] for q in parts["queries"]], dtype=np.float64),
+                    parts["reward"],
+                    parts["format"],
+                    parts["ndcg"],
+                    parts["qas"],
+                    parts["pas"],
+                    parts["correct"].astype(np.float64),
+                ],
+                axis=1,
+            ),
+            dtype=torch.float64,
+            device=device,
+        )
+        local = torch.cat([local, ntok[:, None]], dim=1)
+        everyone = acc.gather(local).cpu().numpy()
+        G = self.num_generations
+        rewards_all = torch.as_tensor(everyone[:, 1], dtype=torch.float64)
+        B = len(parts["texts"])
+        start = acc.process_index * B
+        penalised_share = 0.0
+
+        if cfg.algo == "reinforce++":
+            adv = (rewards_all - rewards_all.mean()) / (rewards_all.std(unbiased=False) + 1e-4)
+            output["advantages"] = adv[start : start + B].to(device=device, dtype=torch.float32)
+        elif cfg.use_raae:
+            adv, penalised_share = raae_advantages(
+                self.processing_class,
+                output["completion_ids"],
+                output["completion_mask"],
+                parts,
+                rewards_all,
+                gather=acc.gather,
+                start=start,
+                num_generations=G,
+                w_penalty=cfg.w_penalty,
+                mode=cfg.advantage,
+            )
+            output["advantages"] = adv.to(device=device, dtype=torch.float32)
+        # else: TRL's scalar group advantages of the weighted reward (grpo, rerec --no-raae)
+
+        # logging, rollouts and the curriculum (identical on every process)
+        step = self.state.global_step
+        epoch = self.schedule.epoch
+        names = self.schedule.sampler.query_ids
+        families = self._families
+        rows = [
+            {
+                "step": step + 1,
+                "epoch": epoch,
+                "query_id": names[int(r[0])],
+                "family": families[int(r[0])],
+                "reward": float(r[1]),
+                "format": float(r[2]),
+                "ndcg": float(r[3]),
+                "qas": float(r[4]),
+                "pas": float(r[5]),
+                "correct": bool(r[6] > 0.5),
+                "completion_tokens": int(r[7]),
+            }
+            for r in everyone
+        ]
+        self.run_state.rollouts.extend(rows)
+        self.schedule.record([{k: r[k] for k in ("query_id", "ndcg", "reward")} for r in rows])
+        m = self._metrics["train"]
+        for col, name in ((2, "format"), (3, "ndcg"), (4, "qas"), (5, "pas"), (1, "total")):
+            m[f"rerec/{name}"].append(float(everyone[:, col].mean()))
+        m["rerec/accuracy"].append(float(everyone[:, 6].mean()))
+        m["rerec/valid_format"].append(float((everyone[:, 2] > 0).mean()))
+        m["rerec/penalised_token_share"].append(penalised_share)
+        m["rerec/epoch"].append(float(epoch))
+
+    @property
+    def _families(self) -> list[str]:
+        if not hasattr(self, "_family_list"):
+            self._family_list = list(self.rows["family"])
+        return self._family_list
+
+    # checkpoints carry the schedule, rollouts and log
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = (
+                Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            )
+            state = {
+                "schedule": self.schedule.state_dict(),
+                "rollouts": self.run_state.rollouts,
+                "log": self.run_state.log,
+                "chunk_epochs": self.run_state.chunk_epochs,
+            }
+            (folder / STATE_FILE).write_text(json.dumps(state))
+
+    def load_rerec_state(self, checkpoint: Path) -> None:
+        state = json.loads((checkpoint / STATE_FILE).read_text())
+        self.schedule.load_state_dict(state["schedule"])
+        self.run_state = RunState(state["rollouts"], state["log"], state["chunk_epochs"])
+
+
+# ---------------------------------------------------------------------------------------------
+# logging and progress
+
+
+def _num(logs: dict[str, Any], key: str) -> float | None:
+    value = logs.get(key)
+    return (
+        None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+    )
+
+
+class StepLog(TrainerCallback):
+    """One log row per optimizer step (the `log` table) and the progress display."""
+
+    def __init__(self, trainer: RerecGRPOTrainer, total: int, on_step: Callable | None):
+        self.trainer, self.total, self.on_step = trainer, total, on_step
+        self._last = time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0 or not hasattr(self, "_started"):
+            self._started = True
+            self._last = time.perf_counter()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "rerec/total" not in logs:
+            return
+        now = time.perf_counter()
+        row = {
+            "step": state.global_step,
+            "epoch": int(logs.get("rerec/epoch", 0)),
+            "reward": _num(logs, "rerec/total"),
+            "reward_std": _num(logs, "reward_std"),
+            "format": _num(logs, "rerec/format"),
+            "ndcg": _num(logs, "rerec/ndcg"),
+            "qas": _num(logs, "rerec/qas"),
+            "pas": _num(logs, "rerec/pas"),
+            "accuracy": _num(logs, "rerec/accuracy"),
+            "valid_format": _num(logs, "rerec/valid_format"),
+            "kl": _num(logs, "kl"),
+            "loss": _num(logs, "loss"),
+            "grad_norm": _num(logs, "grad_norm"),
+            "learning_rate": _num(logs, "learning_rate"),
+            "completion_length_mean": _num(logs, "completions/mean_length"),
+            "completion_length_max": _num(logs, "completions/max_length"),
+            "clip_fraction": _num(logs, "clip_ratio/region_mean"),
+            "penalised_token_share": _num(logs, "rerec/penalised_token_share"),
+            "seconds": round(now - self._last, 4),
+        }
+        self._last = now
+        self.trainer.run_state.log.append(row)
+        if self.on_step is not None and state.is_world_process_zero:
+            self.on_step(row, self.total)
+
+
+class StopAfterEpochs(TrainerCallback):
+    """Ends the run when the schedule has handed out its last epoch and it was trained."""
+
+    def __init__(self, schedule: CurriculumSchedule, epochs: int | None):
+        self.schedule, self.epochs = schedule, epochs
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if (
+            self.epochs is not None
+            and self.schedule.epoch >= self.epochs - 1
+            and self.schedule.epoch_done()
+        ):
+            control.should_training_stop = True
+            control.should_save = False
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+
+def _device(cfg: TrainConfig) -> str:
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: this torch build sees no CUDA device")
+    return cfg.device
+
+
+def check_vllm(cfg: TrainConfig, device: str) -> None:
+    if not cfg.use_vllm:
+        return
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError(
+            "--use-vllm needs vLLM, which is not installed: pip install 'rerec[gpu]' on a CUDA "
+            "machine (vLLM has no CPU backend); without it, generation uses transformers"
+        )
+    if device != "cuda":
+        raise UserError("--use-vllm needs a CUDA device (vLLM has no CPU backend)")
+
+
+def batch_layout(cfg: TrainConfig, world: int) -> tuple[int, int]:
+    """(completions per forward pass and process, micro-steps per optimizer step)."""
+    total = cfg.prompts_per_step * cfg.num_generations
+    if total % world:
+        raise UserError(
+            f"prompts_per_step × num_generations = {total} completions per step cannot be split "
+            f"over {world} processes"
+        )
+    per_process = total // world
+    micro = cfg.micro_batch or per_process
+    if per_process % micro:
+        raise UserError(
+            f"micro_batch {micro} does not divide the {per_process} completions each process "
+            f"makes per step (prompts_per_step {cfg.prompts_per_step} × num_generations "
+            f"{cfg.num_generations} / {world} processes)"
+        )
+    return micro, per_process // micro
+
+
+def run_dir(store: ArtifactStore, name: str, vid: str) -> Path:
+    return store.root / ".runs" / f"{name}-{vid}"
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    found = [
+        (int(p.name.rsplit("-", 1)[1]), p)
+        for p in folder.glob("checkpoint-*")
+        if p.name.rsplit("-", 1)[1].isdigit() and (p / STATE_FILE).is_file()
+    ]
+    return max(found)[1] if found else None
+
+
+def _quiet_libraries() -> None:
+    """Our progress bar and log replace the libraries' own bars and deprecation chatter."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+
+
+def _load_model(path: str, device: str):
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load model {path}: {first}") from None
+    if tokenizer.chat_template is None:
+        raise UserError(f"model {path}: its tokenizer has no chat template")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def train_policy(
+    store: ArtifactStore,
+    cfg: TrainConfig,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    command: str | None = None,
+    on_step: Callable[[dict[str, Any], int], None] | None = None,
+) -> BuildResult:
+    """Train a policy and store it as an artifact (written by the main process only)."""
+    from accelerate import PartialState
+
+    inputs = load_inputs(store, cfg)
+    name = cfg.artifact_name(inputs.queries.name)
+    device = _device(cfg)
+    check_vllm(cfg, device)
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    art_inputs = [a for a in (inputs.queries, inputs.graph, inputs.cf, inputs.model_artifact) if a]
+    config = {
+        **cfg.model_dump(mode="json"),
+        "model_fingerprint": None
+        if inputs.model_artifact
+        else model_fingerprint(inputs.model_path),
+    }
+    from schemas import schema_for
+
+    vid = version_id(name, schema_for(name).version, config, [a.as_input() for a in art_inputs])
+    existing = store.root / name / vid / "manifest.json"
+    if existing.is_file() and not force:
+        return store.build(name, config=config, inputs=art_inputs, build=_never, command=command)
+
+    dist = PartialState(cpu=device == "cpu")
+    world = dist.num_processes
+    micro, accumulation = batch_layout(cfg, world)
+    folder = run_dir(store, name, vid)
+    checkpoint = last_checkpoint(folder) if resume else None
+    if resume and checkpoint is None:
+        raise UserError(f"--resume: no checkpoint in {folder} (nothing to resume)")
+    if not resume and folder.exists() and dist.is_main_process:
+        shutil.rmtree(folder)
+    dist.wait_for_everyone()
+
+    _quiet_libraries()
+    model, tokenizer = _load_model(inputs.model_path, device)
+    rows = build_dataset(inputs.train, cfg)
+    index = RewardIndex.from_tables(
+        inputs.graph.read("item_attributes").select("item_id", "attr_id"),
+        inputs.cf.read("item_embeddings") if inputs.cf else None,
+    )
+    scorer = BatchScorer(index, reward_weights(cfg))
+    funcs, weights = reward_functions(scorer, cfg)
+    n = rows.num_rows
+    sampler = CurriculumSampler(
+        list(rows["query_id"]),
+        tau=cfg.tau,
+        min_keep=cfg.min_keep or cfg.prompts_per_step,
+        enabled=cfg.use_curriculum,
+        seed=cfg.seed,
+    )
+    schedule = CurriculumSchedule(sampler, cfg.prompts_per_step, cfg.difficulty)
+    steps = cfg.steps or cfg.epochs * math.ceil(n / cfg.prompts_per_step)
+
+    args = GRPOConfig(
+        output_dir=str(folder),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="constant",
+        max_steps=steps,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accumulation,
+        steps_per_generation=accumulation,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        beta=cfg.beta,
+        epsilon=cfg.epsilon,
+        loss_type="dapo",  # token-mean over the batch, as in the paper's verl setup
+        scale_rewards="group",
+        reward_weights=weights,
+        use_cpu=device == "cpu",
+        bf16=device == "cuda",
+        activation_checkpointing=device == "cuda",
+        use_vllm=cfg.use_vllm,
+        vllm_mode=cfg.vllm_mode,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        report_to=["tensorboard"] if cfg.tensorboard else "none",
+        disable_tqdm=True,
+        log_level="warning",
+        shuffle_dataset=False,
+        dataloader_num_workers=0,
+    )
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+    torch.manual_seed(cfg.seed)
+    trainer = RerecGRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=rows,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        rerec_cfg=cfg,
+        scorer=scorer,
+        schedule=schedule,
+        rows=rows,
+    )
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    trainer.add_callback(StepLog(trainer, steps, on_step))
+    trainer.add_callback(StopAfterEpochs(schedule, None if cfg.steps else cfg.epochs))
+    if checkpoint is not None:
+        trainer.load_rerec_state(checkpoint)
+
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except KeyboardInterrupt:
+        trainer._save_checkpoint(trainer.model, None)
+        dist.wait_for_everyone()
+        raise UserError(
+            f"interrupted at step {trainer.state.global_step}; checkpoint saved in {folder}; "
+            "rerun the same command with --resume to continue"
+        ) from None
+
+    result: BuildResult | None = None
+    if dist.is_main_process:
+
+        def build(writer: ArtifactWriter) -> None:
+            write_policy(writer, trainer, tokenizer, cfg, inputs)
+
+        result = store.build(
+            name, config=config, inputs=art_inputs, build=build, force=True, command=command
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+    dist.wait_for_everyone()
+    if result is None:  # other processes: the artifact the main process wrote
+        result = BuildResult(store.resolve(f"{name}@{vid}"), skipped=False)
+    return result
+
+
+def _never(writer: ArtifactWriter) -> None:  # pragma: no cover - the artifact exists
+    raise AssertionError("the policy exists; nothing to build")
+
+
+def write_policy(
+    writer: ArtifactWriter,
+    trainer: RerecGRPOTrainer,
+    tokenizer: Any,
+    cfg: TrainConfig,
+    inputs: Inputs,
+) -> None:
+    model_dir = writer.file("model")
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    base = inputs.model_artifact.ref if inputs.model_artifact else inputs.model_path
+    policy = {
+        "base_model": base,
+        "base_model_is_artifact": inputs.model_artifact is not None,
+        "adapter": cfg.lora,
+        "algo": cfg.algo,
+        "k": cfg.k,
+        "candidate_facts": cfg.candidate_facts,
+        "history": cfg.history,
+        "graph": inputs.graph.ref,
+        "queries": inputs.queries.ref,
+    }
+    writer.file("policy.json").write_text(json.dumps(policy, indent=2) + "\n")
+    state = trainer.run_state
+    log = (
+        pl.DataFrame(state.log, schema=LOG.columns)
+        if state.log
+        else pl.DataFrame(schema=LOG.columns)
+    )
+    writer.write_table("log", log)
+    writer.write_table("rollouts", pl.DataFrame(state.rollouts, schema=ROLLOUTS.columns))
+    writer.write_table(
+        "curriculum", pl.DataFrame(trainer.schedule.table, schema=CURRICULUM.columns)
+    )
+    if log.height:
+        tail = log.tail(min(10, log.height))
+        writer.metrics.update(
+            steps=int(log["step"].max()),
+            epochs=int(log["epoch"].max()) + 1,
+            first_reward=float(log["reward"][0]),
+            last_reward_mean10=float(tail["reward"].mean()),
+            last_accuracy_mean10=float(tail["accuracy"].mean()),
+            median_seconds_per_step=float(log["seconds"].median()),
+            training_queries=inputs.train.height,
+        )
