@@ -35,6 +35,7 @@ demo: install
 	$(REREC) make-queries
 	$(REREC) make-queries --check queries
 	$(REREC) make-queries --graph graph-books
+	$(REREC) train --steps 3 --limit 32 --prompts-per-step 2 -G 4 --max-completion-length 64
 	$(REREC) artifacts list
 
 test: install

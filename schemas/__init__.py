@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from schemas.base import ArtifactSchema, SchemaError, TableSchema
 from schemas.cf import CF
+from schemas.eval import EVAL
 from schemas.graph import GRAPH
 from schemas.policy import POLICY
 from schemas.queries import QUERIES_ARTIFACT
@@ -23,6 +24,7 @@ ARTIFACTS: dict[str, ArtifactSchema] = {
         CF,
         QUERIES_ARTIFACT,
         POLICY,
+        EVAL,
     )
 }
 

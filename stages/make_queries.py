@@ -276,7 +276,7 @@ def _references(g: GraphView, cfg: MakeQueriesConfig) -> pl.DataFrame:
         attr_id="attr_id",
         relation="relation",
         value="value",
-        ref_title=_title_year(pl.col("title"), pl.col("year")),
+        ref_title=title_year(pl.col("title"), pl.col("year")),
     )
 
 
@@ -607,7 +607,7 @@ def display_title(title: pl.Expr) -> pl.Expr:
     return moved.str.replace(r"^(L') ", "$1")
 
 
-def _title_year(title: pl.Expr, year: pl.Expr) -> pl.Expr:
+def title_year(title: pl.Expr, year: pl.Expr) -> pl.Expr:
     title = display_title(title)
     return (
         pl.when(year.is_null())
@@ -782,7 +782,7 @@ def render_texts(q: pl.DataFrame, domain: str, rng: np.random.Generator) -> pl.D
     )
 
 
-def _fact_strings(g: GraphView) -> pl.DataFrame:
+def fact_strings(g: GraphView) -> pl.DataFrame:
     """``item_id, facts``: 'genre: Comedy, Drama; director: Woody Allen; ...' (3 values max)."""
     order = {r: n for n, r in enumerate(("genre", *SPECIFIC, "decade", "language", "country"))}
     per_rel = (
@@ -870,8 +870,8 @@ def generate(
     say("drawing candidates")
     cands = draw_candidates(q, g, cfg, rng)
     q = q.join(cands, on="query_id")
-    titles = g.items.select("item_id", title=_title_year(pl.col("title"), pl.col("year")))
-    facts = _fact_strings(g)
+    titles = g.items.select("item_id", title=title_year(pl.col("title"), pl.col("year")))
+    facts = fact_strings(g)
     q = q.with_columns(positive_item_ids=pl.concat_list(pl.col("item_id")))
     q = _lookup_lists(q, "history_item_ids", titles, "title", "history_titles")
     q = _lookup_lists(q, "positive_item_ids", titles, "title", "positive_titles")

@@ -245,9 +245,11 @@ def score_batch(
     pred = np.full(n, -1, dtype=np.int64)
     truth = np.empty(n, dtype=np.int64)
     correct = np.zeros(n, dtype=bool)
+    predicted: list[list[int]] = []
     for i, (c, q) in enumerate(zip(completions, queries, strict=True)):
         f, p, g, a = _resolve(c, q, index, weights)
         fmt[i], ndcg[i], qas[i] = f, g, a
+        predicted.append(p)
         truth[i] = q["positive_item_ids"][0]
         if p:
             pred[i] = p[0]
@@ -265,4 +267,5 @@ def score_batch(
         "pas": pas,
         "correct": correct,
         "pred": pred,  # first resolved item id, -1 when none
+        "predicted": predicted,  # every resolved item id, in answer order
     }

@@ -188,16 +188,19 @@ class BatchScorer:
         self.index, self.weights = index, weights
         self._key: tuple[int, int] | None = None
         self.last: dict[str, Any] = {}
+        self.seconds = 0.0  # spent scoring, for the step-overhead benchmark
 
     def score(self, completions: Sequence[Any], **columns: Any) -> dict[str, Any]:
         key = (id(completions), len(completions))
         if key != self._key:
+            started = time.perf_counter()
             texts = [completion_text(c) for c in completions]
             queries = [{c: columns[c][i] for c in QUERY_COLUMNS} for i in range(len(completions))]
             parts = score_batch(texts, queries, self.index, self.weights)
             parts["texts"] = texts
             parts["queries"] = queries
             self.last, self._key = parts, key
+            self.seconds += time.perf_counter() - started
         return self.last
 
     def component(self, name: str) -> Callable[..., list[float]]:
@@ -351,6 +354,7 @@ class RerecGRPOTrainer(GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.rerec_cfg, self.scorer, self.schedule, self.rows = rerec_cfg, scorer, schedule, rows
         self.run_state = RunState()
+        self.advantage_seconds = 0.0  # RAAE, gathers, logging: our work beyond TRL's
 
     # the queries of a step come from the curriculum schedule
     def _curriculum_inputs(self, n_local: int) -> list[dict[str, Any]]:
@@ -370,7 +374,9 @@ class RerecGRPOTrainer(GRPOTrainer):
             inputs = self._curriculum_inputs(len(inputs))
         output = super()._generate_and_score_completions(inputs)
         if training:
+            started = time.perf_counter()
             self._rerec_advantages(output)
+            self.advantage_seconds += time.perf_counter() - started
         return output
 
     def _rerec_advantages(self, output: dict[str, Any]) -> None:
@@ -634,6 +640,123 @@ def _load_model(path: str, device: str):
     return model, tokenizer
 
 
+def grpo_args(
+    cfg: TrainConfig,
+    folder: Path,
+    steps: int,
+    micro: int,
+    accumulation: int,
+    device: str,
+    weights: list[float],
+) -> GRPOConfig:
+    """TRL's config for a run: one generation per optimizer step, paper defaults."""
+    return GRPOConfig(
+        output_dir=str(folder),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="constant",
+        max_steps=steps,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accumulation,
+        steps_per_generation=accumulation,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        beta=cfg.beta,
+        epsilon=cfg.epsilon,
+        loss_type="dapo",  # token-mean over the batch, as in the paper's verl setup
+        scale_rewards="group",
+        reward_weights=weights,
+        use_cpu=device == "cpu",
+        bf16=device == "cuda",
+        activation_checkpointing=device == "cuda",
+        use_vllm=cfg.use_vllm,
+        vllm_mode=cfg.vllm_mode,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        report_to=["tensorboard"] if cfg.tensorboard else "none",
+        disable_tqdm=True,
+        log_level="warning",
+        shuffle_dataset=False,
+        dataloader_num_workers=0,
+    )
+
+
+def lora_config(cfg: TrainConfig):
+    """LoRA on every linear layer, or None for full fine-tuning."""
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+
+
+def make_trainer(
+    cfg: TrainConfig,
+    inputs: Inputs,
+    folder: Path,
+    device: str,
+    world: int = 1,
+    *,
+    plain_trl: bool = False,
+) -> tuple[GRPOTrainer, int]:
+    """The trainer of a run and its step budget. ``plain_trl`` builds TRL's own GRPOTrainer on
+    the same model, rewards, data order and config (the step-overhead benchmark's baseline)."""
+    micro, accumulation = batch_layout(cfg, world)
+    _quiet_libraries()
+    model, tokenizer = _load_model(inputs.model_path, device)
+    rows = build_dataset(inputs.train, cfg)
+    index = RewardIndex.from_tables(
+        inputs.graph.read("item_attributes").select("item_id", "attr_id"),
+        inputs.cf.read("item_embeddings") if inputs.cf else None,
+    )
+    scorer = BatchScorer(index, reward_weights(cfg))
+    funcs, weights = reward_functions(scorer, cfg)
+    sampler = CurriculumSampler(
+        list(rows["query_id"]),
+        tau=cfg.tau,
+        min_keep=cfg.min_keep or cfg.prompts_per_step,
+        enabled=cfg.use_curriculum,
+        seed=cfg.seed,
+    )
+    schedule = CurriculumSchedule(sampler, cfg.prompts_per_step, cfg.difficulty)
+    steps = cfg.steps or cfg.epochs * math.ceil(rows.num_rows / cfg.prompts_per_step)
+    args = grpo_args(cfg, folder, steps, micro, accumulation, device, weights)
+    torch.manual_seed(cfg.seed)
+    if plain_trl:  # the first epoch's order, which TRL's unshuffled sampler then follows
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=funcs,
+            args=args,
+            train_dataset=rows.select(sampler._order),
+            processing_class=tokenizer,
+            peft_config=lora_config(cfg),
+        )
+        trainer.scorer = scorer
+    else:
+        trainer = RerecGRPOTrainer(
+            model=model,
+            reward_funcs=funcs,
+            args=args,
+            train_dataset=rows,
+            processing_class=tokenizer,
+            peft_config=lora_config(cfg),
+            rerec_cfg=cfg,
+            scorer=scorer,
+            schedule=schedule,
+            rows=rows,
+        )
+    return trainer, steps
+
+
 def train_policy(
     store: ArtifactStore,
     cfg: TrainConfig,
@@ -668,7 +791,7 @@ def train_policy(
 
     dist = PartialState(cpu=device == "cpu")
     world = dist.num_processes
-    micro, accumulation = batch_layout(cfg, world)
+    batch_layout(cfg, world)  # a bad layout fails before anything is loaded
     folder = run_dir(store, name, vid)
     checkpoint = last_checkpoint(folder) if resume else None
     if resume and checkpoint is None:
@@ -677,86 +800,12 @@ def train_policy(
         shutil.rmtree(folder)
     dist.wait_for_everyone()
 
-    _quiet_libraries()
-    model, tokenizer = _load_model(inputs.model_path, device)
-    rows = build_dataset(inputs.train, cfg)
-    index = RewardIndex.from_tables(
-        inputs.graph.read("item_attributes").select("item_id", "attr_id"),
-        inputs.cf.read("item_embeddings") if inputs.cf else None,
-    )
-    scorer = BatchScorer(index, reward_weights(cfg))
-    funcs, weights = reward_functions(scorer, cfg)
-    n = rows.num_rows
-    sampler = CurriculumSampler(
-        list(rows["query_id"]),
-        tau=cfg.tau,
-        min_keep=cfg.min_keep or cfg.prompts_per_step,
-        enabled=cfg.use_curriculum,
-        seed=cfg.seed,
-    )
-    schedule = CurriculumSchedule(sampler, cfg.prompts_per_step, cfg.difficulty)
-    steps = cfg.steps or cfg.epochs * math.ceil(n / cfg.prompts_per_step)
-
-    args = GRPOConfig(
-        output_dir=str(folder),
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        learning_rate=cfg.lr,
-        lr_scheduler_type="constant",
-        max_steps=steps,
-        per_device_train_batch_size=micro,
-        gradient_accumulation_steps=accumulation,
-        steps_per_generation=accumulation,
-        num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length,
-        temperature=cfg.temperature,
-        beta=cfg.beta,
-        epsilon=cfg.epsilon,
-        loss_type="dapo",  # token-mean over the batch, as in the paper's verl setup
-        scale_rewards="group",
-        reward_weights=weights,
-        use_cpu=device == "cpu",
-        bf16=device == "cuda",
-        activation_checkpointing=device == "cuda",
-        use_vllm=cfg.use_vllm,
-        vllm_mode=cfg.vllm_mode,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        report_to=["tensorboard"] if cfg.tensorboard else "none",
-        disable_tqdm=True,
-        log_level="warning",
-        shuffle_dataset=False,
-        dataloader_num_workers=0,
-    )
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
-    torch.manual_seed(cfg.seed)
-    trainer = RerecGRPOTrainer(
-        model=model,
-        reward_funcs=funcs,
-        args=args,
-        train_dataset=rows,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        rerec_cfg=cfg,
-        scorer=scorer,
-        schedule=schedule,
-        rows=rows,
-    )
+    trainer, steps = make_trainer(cfg, inputs, folder, device, world)
+    tokenizer = trainer.processing_class
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
     trainer.add_callback(StepLog(trainer, steps, on_step))
-    trainer.add_callback(StopAfterEpochs(schedule, None if cfg.steps else cfg.epochs))
+    trainer.add_callback(StopAfterEpochs(trainer.schedule, None if cfg.steps else cfg.epochs))
     if checkpoint is not None:
         trainer.load_rerec_state(checkpoint)
 

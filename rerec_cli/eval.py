@@ -1,0 +1,120 @@
+"""`rerec eval`: a policy, base model or baseline on a query split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rerec_cli.app import app, command_line, state
+from rerec_cli.output import out
+from schemas.eval import EVAL_METRICS
+from stages.config import field_help, resolve_config
+from stages.console import console
+from stages.eval_config import EvalConfig
+
+H = EvalConfig
+
+
+def _opt(name: str, *flags: str) -> Any:
+    return typer.Option(*flags, help=field_help(H, name))
+
+
+@app.command("eval")
+def eval_command(
+    policy: Annotated[str | None, _opt("policy")] = None,
+    model: Annotated[str | None, _opt("model")] = None,
+    baseline: Annotated[str | None, _opt("baseline")] = None,
+    queries: Annotated[str | None, _opt("queries")] = None,
+    split: Annotated[str | None, _opt("split")] = None,
+    families: Annotated[list[str] | None, _opt("families", "--family")] = None,
+    limit: Annotated[int | None, _opt("limit")] = None,
+    cf: Annotated[str | None, _opt("cf")] = None,
+    output: Annotated[str | None, _opt("output")] = None,
+    k: Annotated[int | None, _opt("k")] = None,
+    candidate_facts: Annotated[
+        bool | None, _opt("candidate_facts", "--candidate-facts/--no-candidate-facts")
+    ] = None,
+    history: Annotated[int | None, _opt("history")] = None,
+    batch_size: Annotated[int | None, _opt("batch_size")] = None,
+    max_new_tokens: Annotated[int | None, _opt("max_new_tokens")] = None,
+    temperature: Annotated[float | None, _opt("temperature")] = None,
+    bootstrap: Annotated[int | None, _opt("bootstrap")] = None,
+    seed: Annotated[int | None, _opt("seed")] = None,
+    device: Annotated[str | None, _opt("device")] = None,
+    use_vllm: Annotated[bool | None, _opt("use_vllm", "--use-vllm")] = None,
+    allow_mismatch: Annotated[bool | None, _opt("allow_mismatch", "--allow-mismatch")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="YAML file of options.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-evaluate even if it exists.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Evaluate a policy (default: the latest `policy`), a base model (--model) or a baseline
+    (--baseline) on a query split; metrics per domain x family with 95% bootstrap intervals."""
+    overrides = {k_: v for k_, v in locals().items() if k_ not in {"config", "force", "quiet"}}
+    cfg = resolve_config(EvalConfig, section="eval", config_file=config, overrides=overrides)
+    from stages.evaluate import evaluate  # torch and transformers: only when evaluating
+
+    bar = (
+        None
+        if quiet
+        else Progress(
+            TextColumn("generating"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+    )
+    task: list[Any] = []
+
+    def on_batch(done: int, total: int) -> None:
+        assert bar is not None
+        if not task:
+            task.append(bar.add_task("eval", total=total))
+        bar.update(task[0], completed=done)
+
+    if bar is not None:
+        with bar:
+            result = evaluate(
+                state.store, cfg, force=force, command=command_line(), on_batch=on_batch
+            )
+    else:
+        result = evaluate(state.store, cfg, force=force, command=command_line())
+    art = result.artifact
+    status = " (already evaluated; --force to redo)" if result.skipped else ""
+    out.print(f"[bold]{art.ref}[/bold]{status}: {art.manifest.metrics.get('queries', 0):,} queries")
+    out.print(metrics_view(art.read("metrics")))
+
+
+def metrics_view(metrics: pl.DataFrame) -> Table:
+    table = Table(title="mean [95% bootstrap interval]")
+    table.add_column("domain")
+    table.add_column("family")
+    table.add_column("n", justify="right")
+    for m in EVAL_METRICS:
+        table.add_column(m, justify="right")
+    wide = metrics.pivot(
+        on="metric", index=["domain", "family", "n"], values=["value", "ci_low", "ci_high"]
+    )
+    order = {"simple": 0, "medium": 1, "hard": 2, "interest": 3, "all": 9}
+    rows = sorted(
+        wide.iter_rows(named=True), key=lambda r: (r["domain"], order.get(r["family"], 5))
+    )
+    for r in rows:
+        cells = []
+        for m in EVAL_METRICS:
+            v, lo, hi = r[f"value_{m}"], r[f"ci_low_{m}"], r[f"ci_high_{m}"]
+            if m == "completion_tokens":
+                cells.append(f"{v:.0f}")
+            elif lo is None or lo != lo:
+                cells.append(f"{v:.3f}")
+            else:
+                cells.append(f"{v:.3f} [{lo:.2f}, {hi:.2f}]")
+        table.add_row(r["domain"], r["family"], str(r["n"]), *cells)
+    return table

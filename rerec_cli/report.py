@@ -1,0 +1,42 @@
+"""`rerec report`: evaluations side by side (Markdown, JSON, PNG plots, and the terminal)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from rerec_cli.app import app, state
+from rerec_cli.output import out
+
+
+@app.command("report")
+def report_command(
+    runs: Annotated[list[str], typer.Argument(help="eval artifacts (NAME[@VERSION]) to compare")],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="folder to write (replaced) [default: WORKDIR/report]"),
+    ] = None,
+) -> None:
+    """Compare evaluations like the paper's table: rows = runs and baselines, columns =
+    domain-family accuracy; also NDCG and valid-format tables, accuracy/training/curriculum
+    plots."""
+    from stages.report import write_report  # matplotlib: only when reporting
+
+    tables, folder = write_report(state.store, runs, out_dir or state.store.root / "report")
+    for t in tables:
+        out.print(view(t))
+    out.print(f"written: {folder}/report.md, report.json and the plots")
+
+
+def view(t: dict[str, Any]) -> Table:
+    table = Table(title=f"{t['metric']} (mean; 95% interval in report.json)")
+    table.add_column("run")
+    for c in t["columns"]:
+        table.add_column(c, justify="right")
+    for row in t["rows"]:
+        cells = [row["cells"].get(c) for c in t["columns"]]
+        table.add_row(row["run"], *("—" if c is None else f"{c['value']:.3f}" for c in cells))
+    return table

@@ -1,0 +1,190 @@
+"""Loading a policy (or a base model) and generating answers in batches, shared by `rerec eval`
+and `rerec recommend`.
+
+Batched generation sorts the prompts by length (so a batch pads little), pads on the left (a
+decoder-only model continues from the last position), and restores the input order. Greedy by
+default; vLLM when asked and installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from stages.errors import UserError
+from stages.store import Artifact, ArtifactStore
+
+
+@dataclass
+class Generator:
+    model: Any
+    tokenizer: Any
+    label: str  # what generates: the policy ref, or the model's name
+    info: dict[str, Any] = field(default_factory=dict)  # policy.json, or {} for a base model
+    device: str = "cpu"
+    policy: Artifact | None = None
+    model_artifact: Artifact | None = None
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: this torch build sees no CUDA device")
+    return device
+
+
+def _quiet() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _from_pretrained(path: str, dtype: torch.dtype):
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"cannot load model {path}: {first}") from None
+    if tokenizer.chat_template is None:
+        raise UserError(f"model {path}: its tokenizer has no chat template")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def load_generator(
+    store: ArtifactStore, *, policy: str | None, model: str | None, device: str = "auto"
+) -> Generator:
+    """A trained policy (adapter merged into its base model, or full weights) or a base model
+    (a model artifact, a folder or a hub id)."""
+    from stages.train import resolve_model
+
+    _quiet()
+    device = pick_device(device)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    if policy is not None:
+        art = store.resolve(policy)
+        if art.manifest.kind != "policy":
+            raise UserError(f"{art.ref} is a {art.manifest.kind} artifact, not a policy")
+        info = json.loads(art.file("policy.json").read_text())
+        model_dir = art.file("model")
+        base_art = None
+        if info["adapter"]:
+            from peft import PeftModel
+
+            base_art, base_path = resolve_model(store, info["base_model"])
+            base, _ = _from_pretrained(base_path, dtype)
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            net = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
+        else:
+            net, tokenizer = _from_pretrained(str(model_dir), dtype)
+        gen = Generator(net, tokenizer, art.ref, info, device, art, base_art)
+    else:
+        model_art, path = resolve_model(store, model or "smollm2-135m")
+        net, tokenizer = _from_pretrained(path, dtype)
+        label = model_art.ref if model_art else path
+        gen = Generator(net, tokenizer, label, {}, device, None, model_art)
+    gen.model.to(device).eval()
+    return gen
+
+
+def generate(
+    gen: Generator,
+    conversations: list[list[dict[str, str]]],
+    *,
+    batch_size: int = 16,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    seed: int = 0,
+    on_batch: Any = None,
+) -> tuple[list[str], list[int]]:
+    """Completions (text, token count) of each conversation, in input order."""
+    tok = gen.tokenizer
+    prompts = [
+        tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+        for c in conversations
+    ]
+    lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    texts: list[str] = [""] * len(prompts)
+    counts: list[int] = [0] * len(prompts)
+    torch.manual_seed(seed)
+    sample = temperature > 0
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = tok(
+            [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(gen.device)
+        with torch.inference_mode():
+            out = gen.model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=sample,
+                temperature=temperature if sample else None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tok.pad_token_id,
+            )
+        new = out[:, batch["input_ids"].shape[1] :]
+        for row, i in zip(new.tolist(), idx, strict=True):
+            ids = [t for t in row if t != tok.pad_token_id]
+            if tok.eos_token_id in ids:
+                ids = ids[: ids.index(tok.eos_token_id) + 1]
+            texts[i] = tok.decode(ids, skip_special_tokens=True)
+            counts[i] = len(ids)
+        if on_batch is not None:
+            on_batch(len(idx))
+    return texts, counts
+
+
+def require_vllm() -> None:
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError(
+            "--use-vllm needs vLLM, which is not installed: pip install 'rerec[gpu]' on a CUDA "
+            "machine (vLLM has no CPU backend); without it, generation uses transformers"
+        )
+
+
+@contextlib.contextmanager
+def merged_folder(gen: Generator) -> Iterator[str]:
+    """The generator's weights (adapter merged) as a temporary transformers folder."""
+    with tempfile.TemporaryDirectory(prefix="rerec-merged-") as tmp:
+        gen.model.save_pretrained(tmp)
+        gen.tokenizer.save_pretrained(tmp)
+        yield tmp
+
+
+def generate_vllm(
+    gen_path: str,
+    conversations: list[list[dict[str, str]]],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+) -> tuple[list[str], list[int]]:
+    """The same with vLLM (the `gpu` extra), from a merged model folder."""
+    require_vllm()
+    from vllm import LLM, SamplingParams  # pragma: no cover - GPU only
+
+    llm = LLM(model=gen_path, seed=seed)  # pragma: no cover
+    params = SamplingParams(temperature=temperature, max_tokens=max_new_tokens)  # pragma: no cover
+    outs = llm.chat(conversations, params)  # pragma: no cover
+    return (
+        [o.outputs[0].text for o in outs],
+        [len(o.outputs[0].token_ids) for o in outs],
+    )  # pragma: no cover

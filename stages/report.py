@@ -1,0 +1,221 @@
+"""`rerec report`: evaluations side by side, as in the paper's table (rows = runs and baselines,
+columns = domain-family accuracy), written as Markdown, JSON and PNG plots: accuracy by family
+with 95% intervals, training reward and accuracy curves and curriculum difficulty per epoch of
+the evaluated policies."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from stages.errors import UserError
+from stages.store import Artifact, ArtifactStore
+
+FAMILY_ORDER = ("simple", "medium", "hard", "interest", "all")
+
+
+@dataclass
+class Run:
+    label: str
+    eval: Artifact
+    metrics: pl.DataFrame
+    about: dict[str, Any]
+    policy: Artifact | None
+
+
+def column_label(domain: str, family: str) -> str:
+    return f"{domain[:1].upper()}-{family.capitalize()}"
+
+
+def load_runs(store: ArtifactStore, refs: list[str]) -> list[Run]:
+    if not refs:
+        raise UserError("name at least one eval artifact (e.g. rerec report eval-policy eval-base)")
+    runs = []
+    for ref in refs:
+        art = store.resolve(ref)
+        if art.manifest.kind != "eval":
+            raise UserError(f"{art.ref} is a {art.manifest.kind} artifact, not an eval")
+        about = json.loads(art.file("eval.json").read_text())
+        policy = None
+        if about.get("policy"):
+            try:
+                policy = store.resolve(about["policy"])
+            except UserError:
+                policy = None  # removed since; its curves are left out
+        label = art.name.removeprefix("eval-")
+        runs.append(Run(label, art, art.read("metrics"), about, policy))
+    return runs
+
+
+def columns_of(runs: list[Run]) -> list[tuple[str, str]]:
+    seen = {(d, f) for r in runs for d, f in r.metrics.select("domain", "family").iter_rows()}
+    rank = {f: n for n, f in enumerate(FAMILY_ORDER)}
+    return sorted(seen, key=lambda c: (c[0] != "movies", c[0], rank.get(c[1], 4)))
+
+
+def table(runs: list[Run], metric: str = "accuracy") -> dict[str, Any]:
+    cols = columns_of(runs)
+    rows = []
+    for run in runs:
+        m = run.metrics.filter(pl.col("metric") == metric)
+        cells = {}
+        for d, f in cols:
+            hit = m.filter((pl.col("domain") == d) & (pl.col("family") == f))
+            if hit.height:
+                r = hit.row(0, named=True)
+                cells[column_label(d, f)] = {
+                    "value": r["value"],
+                    "ci_low": r["ci_low"],
+                    "ci_high": r["ci_high"],
+                    "n": r["n"],
+                }
+        rows.append({"run": run.label, "eval": run.eval.ref, "cells": cells})
+    return {"metric": metric, "columns": [column_label(d, f) for d, f in cols], "rows": rows}
+
+
+def markdown(tables: list[dict[str, Any]], runs: list[Run]) -> str:
+    lines = ["# ReRec evaluation report", ""]
+    lines.append("Runs: " + ", ".join(f"`{r.eval.ref}` ({r.about.get('evaluated')})" for r in runs))
+    lines.append("")
+    for t in tables:
+        lines += [f"## {t['metric']}", ""]
+        lines.append("| run | " + " | ".join(t["columns"]) + " |")
+        lines.append("|---|" + "---|" * len(t["columns"]))
+        for row in t["rows"]:
+            cells = []
+            for c in t["columns"]:
+                cell = row["cells"].get(c)
+                cells.append("—" if cell is None else f"{cell['value']:.3f}")
+            lines.append(f"| {row['run']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append(
+        "Values are means over the split's queries; 95% percentile-bootstrap intervals are in "
+        "report.json. Accuracy is hit@1 among 1 positive and the other candidates."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(t: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    cols, rows = t["columns"], t["rows"]
+    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.6 * len(cols) * max(1, len(rows)))), 4))
+    width = 0.8 / max(len(rows), 1)
+    for n, row in enumerate(rows):
+        xs, ys, lo, hi = [], [], [], []
+        for i, c in enumerate(cols):
+            cell = row["cells"].get(c)
+            if cell is None:
+                continue
+            xs.append(i + n * width - 0.4 + width / 2)
+            ys.append(cell["value"])
+            low, high = cell["ci_low"], cell["ci_high"]
+            ok = low is not None and low == low
+            lo.append(cell["value"] - low if ok else 0)
+            hi.append(high - cell["value"] if ok else 0)
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=row["run"])
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_ylabel(t["metric"])
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize="small")
+    ax.set_title(f"{t['metric']} by domain and family (95% bootstrap intervals)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_training(runs: list[Run], path: Path) -> bool:
+    policies = {r.policy.ref: r.policy for r in runs if r.policy is not None}
+    if not policies:
+        return False
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ref, pol in policies.items():
+        log = pol.read("log")
+        if log.height == 0:
+            continue
+        a.plot(log["step"], log["reward"], label=ref)
+        b.plot(log["step"], log["accuracy"], label=ref)
+    a.set_title("training reward (mean per step)")
+    b.set_title("training accuracy (hit@1 per step)")
+    for ax in (a, b):
+        ax.set_xlabel("step")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_curriculum(runs: list[Run], path: Path) -> bool:
+    tables = {
+        r.policy.ref: r.policy.read("curriculum")
+        for r in runs
+        if r.policy is not None and r.policy.read("curriculum").height
+    }
+    if not tables:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for ref, cur in tables.items():
+        per = (
+            cur.group_by("epoch")
+            .agg(mean=pl.col("difficulty").mean(), kept=pl.col("kept").mean())
+            .sort("epoch")
+        )
+        ax.plot(per["epoch"], per["mean"], marker="o", label=f"{ref}: mean difficulty")
+        ax.plot(per["epoch"], per["kept"], marker="x", ls="--", label=f"{ref}: share kept")
+    ax.set_xlabel("epoch")
+    ax.set_title("curriculum: difficulty (1 - NDCG) and queries kept")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(store: ArtifactStore, refs: list[str], out: Path) -> tuple[list[dict], Path]:
+    """Write report.md, report.json and the plots into ``out`` (replaced as a whole)."""
+    runs = load_runs(store, refs)
+    tables = [table(runs, m) for m in ("accuracy", "ndcg", "valid_format")]
+    out = out.resolve()
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        plot_accuracy(tables[0], tmp / "accuracy.png")
+        plots = ["accuracy.png"]
+        if plot_training(runs, tmp / "training.png"):
+            plots.append("training.png")
+        if plot_curriculum(runs, tmp / "curriculum.png"):
+            plots.append("curriculum.png")
+        text = markdown(tables, runs)
+        text += "\n" + "\n".join(f"![{p}]({p})" for p in plots) + "\n"
+        (tmp / "report.md").write_text(text)
+        (tmp / "report.json").write_text(
+            json.dumps(
+                {"runs": [r.about | {"eval": r.eval.ref} for r in runs], "tables": tables}, indent=2
+            )
+            + "\n"
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tables, out
