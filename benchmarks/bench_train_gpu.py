@@ -5,8 +5,8 @@ not reachable; the embedding table is therefore 49,152 rows instead of Qwen's 15
 every linear layer, bf16, G = 8. Prints seconds per step, generated tokens per second and the
 peak GPU memory. Needs the demo's artifacts (queries, graph, cf, smollm2-135m) in the workdir.
 
-    python benchmarks/bench_train_gpu.py                       # on a CUDA machine (< 8 min on an H100)
-    python benchmarks/bench_train_gpu.py --device cpu --layers 1 --hidden 64 --steps 2   # smoke test
+    python benchmarks/bench_train_gpu.py      # on a CUDA machine (< 8 min on an H100)
+    python benchmarks/bench_train_gpu.py --device cpu --layers 1 --hidden 64 --steps 2  # smoke
 """
 
 from __future__ import annotations
@@ -112,8 +112,10 @@ def main() -> None:
     ]
     print(f"{machine()}; device {a.device}")
     print(f"steps {len(log)}; wall {wall:.1f} s; median {statistics.median(secs):.2f} s/step")
-    print(f"generated tokens/s (median over steps): "
-          f"{statistics.median(t / s for t, s in zip(tokens, secs, strict=False)):.0f}")
+    print(
+        f"generated tokens/s (median over steps): "
+        f"{statistics.median(t / s for t, s in zip(tokens, secs, strict=False)):.0f}"
+    )
     if a.device == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 

@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import json
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,14 +43,19 @@ def pick_device(device: str) -> str:
     return device
 
 
-def _quiet() -> None:
+def quiet_libraries() -> None:
+    """Our progress bars and logs replace the libraries' own bars and deprecation chatter."""
+    import datasets
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 
-def _from_pretrained(path: str, dtype: torch.dtype):
+def load_model_folder(path: str, dtype: torch.dtype):
+    """A causal LM and its tokenizer (with a chat template and a pad token; left padding)."""
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -71,7 +77,7 @@ def load_generator(
     (a model artifact, a folder or a hub id)."""
     from stages.train import resolve_model
 
-    _quiet()
+    quiet_libraries()
     device = pick_device(device)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if policy is not None:
@@ -85,18 +91,18 @@ def load_generator(
             from peft import PeftModel
 
             base_art, base_path = resolve_model(store, info["base_model"])
-            base, _ = _from_pretrained(base_path, dtype)
+            base, _ = load_model_folder(base_path, dtype)
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
             tokenizer.padding_side = "left"
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
             net = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
         else:
-            net, tokenizer = _from_pretrained(str(model_dir), dtype)
+            net, tokenizer = load_model_folder(str(model_dir), dtype)
         gen = Generator(net, tokenizer, art.ref, info, device, art, base_art)
     else:
         model_art, path = resolve_model(store, model or "smollm2-135m")
-        net, tokenizer = _from_pretrained(path, dtype)
+        net, tokenizer = load_model_folder(path, dtype)
         label = model_art.ref if model_art else path
         gen = Generator(net, tokenizer, label, {}, device, None, model_art)
     gen.model.to(device).eval()

@@ -26,7 +26,6 @@ import json
 import math
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +35,14 @@ import numpy as np
 import polars as pl
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from schemas.policy import CURRICULUM, LOG, ROLLOUTS
 from stages.curriculum import CurriculumSampler, CurriculumSchedule
 from stages.errors import UserError
+from stages.generation import load_model_folder, pick_device, quiet_libraries
 from stages.prompts import render_messages
 from stages.raae import token_rewards
 from stages.rewards import RewardIndex, RewardWeights, score_batch
@@ -562,14 +562,6 @@ class StopAfterEpochs(TrainerCallback):
 # the stage
 
 
-def _device(cfg: TrainConfig) -> str:
-    if cfg.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: this torch build sees no CUDA device")
-    return cfg.device
-
-
 def check_vllm(cfg: TrainConfig, device: str) -> None:
     if not cfg.use_vllm:
         return
@@ -614,30 +606,8 @@ def last_checkpoint(folder: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _quiet_libraries() -> None:
-    """Our progress bar and log replace the libraries' own bars and deprecation chatter."""
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    datasets.disable_progress_bars()
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-
-
 def _load_model(path: str, device: str):
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load model {path}: {first}") from None
-    if tokenizer.chat_template is None:
-        raise UserError(f"model {path}: its tokenizer has no chat template")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return load_model_folder(path, torch.bfloat16 if device == "cuda" else torch.float32)
 
 
 def grpo_args(
@@ -711,7 +681,7 @@ def make_trainer(
     """The trainer of a run and its step budget. ``plain_trl`` builds TRL's own GRPOTrainer on
     the same model, rewards, data order and config (the step-overhead benchmark's baseline)."""
     micro, accumulation = batch_layout(cfg, world)
-    _quiet_libraries()
+    quiet_libraries()
     model, tokenizer = _load_model(inputs.model_path, device)
     rows = build_dataset(inputs.train, cfg)
     index = RewardIndex.from_tables(
@@ -771,7 +741,7 @@ def train_policy(
 
     inputs = load_inputs(store, cfg)
     name = cfg.artifact_name(inputs.queries.name)
-    device = _device(cfg)
+    device = pick_device(cfg.device)
     check_vllm(cfg, device)
     if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard")

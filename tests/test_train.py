@@ -318,7 +318,9 @@ def test_two_process_ddp_gloo(toy, tmp_path) -> None:
     the curriculum go through `accelerator.gather`."""
     store, model = toy
     work = tmp_path / "workdir"
-    shutil.copytree(store.root, work, symlinks=True, ignore=shutil.ignore_patterns("policy*", ".runs"))
+    shutil.copytree(
+        store.root, work, symlinks=True, ignore=shutil.ignore_patterns("policy*", ".runs")
+    )
     env = {**os.environ, "REREC_WORKDIR": str(work), "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable,
