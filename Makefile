@@ -7,6 +7,8 @@ BIN     := $(VENV)/bin
 REREC   := $(BIN)/rerec
 WORKDIR ?= workdir
 export REREC_WORKDIR := $(WORKDIR)
+# The demo evaluates 24 test queries (the same seeded sample for every run) with short answers.
+DEMO_EVAL := --limit 24 --max-new-tokens 96 --quiet
 
 .PHONY: demo test install lint fetch lock clean-workdir help
 
@@ -35,7 +37,12 @@ demo: install
 	$(REREC) make-queries
 	$(REREC) make-queries --check queries
 	$(REREC) make-queries --graph graph-books
-	$(REREC) train --steps 3 --limit 32 --prompts-per-step 2 -G 4 --max-completion-length 64
+	$(REREC) train --steps 3 --limit 32 --prompts-per-step 1 -G 4 --max-completion-length 64
+	$(REREC) eval --model smollm2-135m $(DEMO_EVAL)
+	$(REREC) eval $(DEMO_EVAL)
+	for b in random popular lightgcn attribute; do $(REREC) eval --baseline $$b --limit 24 || exit 1; done
+	$(REREC) report eval-policy eval-base eval-random eval-popular eval-lightgcn eval-attribute
+	$(REREC) recommend "a comedy directed by Woody Allen" --max-new-tokens 96
 	$(REREC) artifacts list
 
 test: install
