@@ -58,7 +58,7 @@ def write_model(folder: Path, tokenizer_dir: Path, layers: int | None, hidden: i
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     n = sum(p.numel() for p in model.parameters())
-    print(f"model: Qwen2.5-3B architecture, {n / 1e9:.2f}B parameters (random, bf16)", flush=True)
+    print(f"model: Qwen2.5-3B architecture, {n / 1e6:,.1f}M parameters (random, bf16)", flush=True)
     del model
     return folder
 

@@ -47,13 +47,10 @@ class StepTimer:
 
 def timed_run(cfg, inputs, folder: Path, plain: bool) -> tuple[list[float], float, list]:
     from transformers import TrainerCallback
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from stages.train import make_trainer
 
     trainer, _ = make_trainer(cfg, inputs, folder, "cpu", plain_trl=plain)
-    for cb in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(cb)
     timer = type("Timer", (StepTimer, TrainerCallback), {})()
     trainer.add_callback(timer)
     trainer.train()

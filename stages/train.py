@@ -677,6 +677,7 @@ def make_trainer(
     world: int = 1,
     *,
     plain_trl: bool = False,
+    on_step: Callable[[dict[str, Any], int], None] | None = None,
 ) -> tuple[GRPOTrainer, int]:
     """The trainer of a run and its step budget. ``plain_trl`` builds TRL's own GRPOTrainer on
     the same model, rewards, data order and config (the step-overhead benchmark's baseline)."""
@@ -724,6 +725,10 @@ def make_trainer(
             schedule=schedule,
             rows=rows,
         )
+        trainer.add_callback(StepLog(trainer, steps, on_step))
+        trainer.add_callback(StopAfterEpochs(schedule, None if cfg.steps else cfg.epochs))
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
     return trainer, steps
 
 
@@ -770,12 +775,8 @@ def train_policy(
         shutil.rmtree(folder)
     dist.wait_for_everyone()
 
-    trainer, steps = make_trainer(cfg, inputs, folder, device, world)
+    trainer, _ = make_trainer(cfg, inputs, folder, device, world, on_step=on_step)
     tokenizer = trainer.processing_class
-    for cb in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(cb)
-    trainer.add_callback(StepLog(trainer, steps, on_step))
-    trainer.add_callback(StopAfterEpochs(trainer.schedule, None if cfg.steps else cfg.epochs))
     if checkpoint is not None:
         trainer.load_rerec_state(checkpoint)
 
