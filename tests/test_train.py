@@ -356,3 +356,20 @@ def test_two_process_ddp_gloo(toy, tmp_path) -> None:
     )
     assert art.read("log").height == 8
     assert art.read("curriculum").height == 4
+
+
+def test_full_fine_tuning_writes_a_loadable_model(toy) -> None:
+    from stages.eval_config import EvalConfig
+    from stages.evaluate import evaluate
+
+    store, model = toy
+    art = train(store, model, lora=False, beta=0.0, steps=1, output="policy-full").artifact
+    policy = json.loads(art.file("policy.json").read_text())
+    assert policy["adapter"] is False
+    assert (art.file("model") / "model.safetensors").is_file()
+    assert not (art.file("model") / "adapter_config.json").exists()
+    assert art.read("log")["kl"].is_null().all()  # beta 0: no reference pass, no KL
+    result = evaluate(
+        store, EvalConfig(policy="policy-full", max_new_tokens=4, limit=3, bootstrap=0)
+    )
+    assert result.artifact.read("predictions").height == 3
