@@ -152,7 +152,10 @@ def plot_training(runs: list[Run], path: Path) -> bool:
         b.plot(log["step"], log["accuracy"], label=ref)
     a.set_title("training reward (mean per step)")
     b.set_title("training accuracy (hit@1 per step)")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("step")
         ax.legend(fontsize="small")
     fig.tight_layout()
@@ -179,6 +182,10 @@ def plot_curriculum(runs: list[Run], path: Path) -> bool:
         )
         ax.plot(per["epoch"], per["mean"], marker="o", label=f"{ref}: mean difficulty")
         ax.plot(per["epoch"], per["kept"], marker="x", ls="--", label=f"{ref}: share kept")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, 1.05)
     ax.set_xlabel("epoch")
     ax.set_title("curriculum: difficulty (1 - NDCG) and queries kept")
     ax.legend(fontsize="small")
