@@ -27,6 +27,7 @@ import polars as pl
 from schemas.eval import EVAL_METRICS
 from stages.errors import UserError
 from stages.eval_config import EvalConfig
+from stages.make_queries import read_split
 from stages.prompts import render_messages
 from stages.rewards import RewardIndex, RewardWeights, parse_boxed, score_batch
 from stages.store import Artifact, ArtifactStore, ArtifactWriter, BuildResult
@@ -47,19 +48,6 @@ def optional_cf(store: ArtifactStore, name: str | None, graph: Artifact) -> Arti
     if name is None and not (store.root / cf_name).is_dir():
         return None
     return store.resolve(cf_name)
-
-
-def split_queries(queries: Artifact, cfg: EvalConfig) -> pl.DataFrame:
-    df = queries.read("queries").filter(pl.col("split") == cfg.split)
-    if cfg.families:
-        df = df.filter(pl.col("family").is_in(cfg.families))
-    if df.height == 0:
-        what = f" of families {', '.join(cfg.families)}" if cfg.families else ""
-        raise UserError(f"{queries.ref} has no {cfg.split} queries{what}")
-    df = df.sort("query_id")
-    if cfg.limit is not None and cfg.limit < df.height:
-        df = df.sample(n=cfg.limit, seed=cfg.seed).sort("query_id")
-    return df
 
 
 def check_same_graph(policy_info: dict[str, Any], graph: Artifact, allow: bool) -> None:
@@ -275,7 +263,7 @@ def evaluate(
         raise UserError(f"{queries.ref} is not a queries artifact")
     graph = graph_of(store, queries)
     cf = optional_cf(store, cfg.cf, graph)
-    df = split_queries(queries, cfg)
+    df = read_split(queries, cfg.split, families=cfg.families, limit=cfg.limit, seed=cfg.seed)
     inputs: list[Artifact] = [queries, graph, *([cf] if cf else [])]
     config: dict[str, Any] = cfg.model_dump(mode="json")
     gen = None
@@ -298,7 +286,7 @@ def evaluate(
             inputs.append(gen.model_artifact)
             label = "base"
         else:
-            from stages.train import model_fingerprint
+            from stages.generation import model_fingerprint
 
             config["model_fingerprint"] = model_fingerprint(str(cfg.model))
             label = "base"

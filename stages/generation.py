@@ -15,6 +15,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +34,37 @@ class Generator:
     device: str = "cpu"
     policy: Artifact | None = None
     model_artifact: Artifact | None = None
+
+
+def resolve_model(store: ArtifactStore, ref: str) -> tuple[Artifact | None, str]:
+    """A model artifact (its `model/` folder), a local folder, or a hub id."""
+    name = ref.partition("@")[0]
+    if name and "/" not in name and name not in (".", "..") and (store.root / name).is_dir():
+        art = store.resolve(ref)
+        if art.manifest.kind != "model":
+            raise UserError(f"{art.ref} is a {art.manifest.kind} artifact, not a model")
+        return art, str(art.file("model"))
+    path = Path(ref).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model folder {path} has no config.json (not a transformers model)")
+        return None, str(path.resolve())
+    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
+        raise UserError(f"model {ref}: no such folder")
+    return None, ref  # a hub id; loading says clearly if the hub is unreachable
+
+
+def model_fingerprint(path: str) -> dict[str, Any]:
+    """What identifies a model folder in the policy's version id (names, sizes, mtimes)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return {"hub_id": path}
+    return {
+        "folder": str(folder),
+        "files": sorted(
+            (p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.iterdir()
+        ),
+    }
 
 
 def pick_device(device: str) -> str:
@@ -75,8 +107,6 @@ def load_generator(
 ) -> Generator:
     """A trained policy (adapter merged into its base model, or full weights) or a base model
     (a model artifact, a folder or a hub id)."""
-    from stages.train import resolve_model
-
     quiet_libraries()
     device = pick_device(device)
     dtype = torch.bfloat16 if device == "cuda" else torch.float32

@@ -1069,3 +1069,25 @@ def example_rows(q: pl.DataFrame) -> list[dict[str, Any]]:
         .head(1)
         .to_dicts()
     )
+
+
+def read_split(
+    queries: Artifact,
+    split: str,
+    *,
+    families: list[str] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """One split of a queries artifact (optionally some families, and a seeded sample of
+    ``limit`` rows), sorted by query id; an empty selection is a user error."""
+    df = queries.read("queries").filter(pl.col("split") == split)
+    if families:
+        df = df.filter(pl.col("family").is_in(families))
+    if df.height == 0:
+        what = f" of families {', '.join(families)}" if families else ""
+        raise UserError(f"{queries.ref} has no {split} queries{what}")
+    df = df.sort("query_id")
+    if limit is not None and limit < df.height:
+        df = df.sample(n=limit, seed=seed).sort("query_id")
+    return df

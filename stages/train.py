@@ -42,7 +42,14 @@ from trl import GRPOConfig, GRPOTrainer
 from schemas.policy import CURRICULUM, LOG, ROLLOUTS
 from stages.curriculum import CurriculumSampler, CurriculumSchedule
 from stages.errors import UserError
-from stages.generation import load_model_folder, pick_device, quiet_libraries
+from stages.generation import (
+    load_model_folder,
+    model_fingerprint,
+    pick_device,
+    quiet_libraries,
+    resolve_model,
+)
+from stages.make_queries import read_split
 from stages.prompts import render_messages
 from stages.raae import token_rewards
 from stages.rewards import RewardIndex, RewardWeights, score_batch
@@ -73,37 +80,6 @@ class Inputs:
     train: pl.DataFrame
 
 
-def resolve_model(store: ArtifactStore, ref: str) -> tuple[Artifact | None, str]:
-    """A model artifact (its `model/` folder), a local folder, or a hub id."""
-    name = ref.partition("@")[0]
-    if name and "/" not in name and name not in (".", "..") and (store.root / name).is_dir():
-        art = store.resolve(ref)
-        if art.manifest.kind != "model":
-            raise UserError(f"{art.ref} is a {art.manifest.kind} artifact, not a model")
-        return art, str(art.file("model"))
-    path = Path(ref).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise UserError(f"model folder {path} has no config.json (not a transformers model)")
-        return None, str(path.resolve())
-    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
-        raise UserError(f"model {ref}: no such folder")
-    return None, ref  # a hub id; loading says clearly if the hub is unreachable
-
-
-def model_fingerprint(path: str) -> dict[str, Any]:
-    """What identifies a model folder in the policy's version id (names, sizes, mtimes)."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return {"hub_id": path}
-    return {
-        "folder": str(folder),
-        "files": sorted(
-            (p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.iterdir()
-        ),
-    }
-
-
 def load_inputs(store: ArtifactStore, cfg: TrainConfig) -> Inputs:
     queries = store.resolve(cfg.queries)
     if queries.manifest.kind != "queries":
@@ -125,21 +101,8 @@ def load_inputs(store: ArtifactStore, cfg: TrainConfig) -> Inputs:
             )
         cf = store.resolve(cf_name)
     model_artifact, model_path = resolve_model(store, cfg.model)
-    train = training_queries(queries, cfg)
+    train = read_split(queries, "train", families=cfg.families, limit=cfg.limit, seed=cfg.seed)
     return Inputs(queries, graph, cf, model_artifact, model_path, train)
-
-
-def training_queries(queries: Artifact, cfg: TrainConfig) -> pl.DataFrame:
-    df = queries.read("queries").filter(pl.col("split") == "train")
-    if cfg.families:
-        df = df.filter(pl.col("family").is_in(cfg.families))
-    if df.height == 0:
-        what = f" of families {', '.join(cfg.families)}" if cfg.families else ""
-        raise UserError(f"{queries.ref} has no training queries{what}")
-    df = df.sort("query_id")
-    if cfg.limit is not None and cfg.limit < df.height:
-        df = df.sample(n=cfg.limit, seed=cfg.seed).sort("query_id")
-    return df
 
 
 def build_dataset(train: pl.DataFrame, cfg: TrainConfig) -> Dataset:

@@ -47,6 +47,14 @@ def rerec(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliRe
     return run
 
 
+def invoke(workdir: Path, monkeypatch: pytest.MonkeyPatch, *args: str, input: str | None = None):
+    """Run `rerec ARGS...` against ``workdir`` (for module-scoped stores); the click result."""
+    monkeypatch.setenv("REREC_WORKDIR", str(workdir))
+    monkeypatch.setenv("COLUMNS", "300")
+    state.debug = False
+    return CliRunner().invoke(app, list(args), input=input)
+
+
 def build_wheel(path: Path, files: Mapping[str, bytes]) -> str:
     """Write a zip archive (a wheel is one) with ``files``; return its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)

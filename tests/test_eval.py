@@ -10,10 +10,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from rerec_cli.app import state
-from rerec_cli.main import app
 from stages.eval_config import EvalConfig
 from stages.evaluate import (
     baseline_predictions,
@@ -27,6 +24,7 @@ from stages.rewards import RewardIndex, RewardWeights
 from stages.store import ArtifactStore
 from stages.train import train_policy
 from stages.train_config import TrainConfig
+from tests.conftest import invoke
 from tests.test_make_queries import build_toy_graph, toy_catalogue
 from tests.train_fixtures import build_toy_workdir
 
@@ -49,10 +47,7 @@ def toy(tmp_path_factory) -> tuple[ArtifactStore, Path]:
 
 
 def cli(store: ArtifactStore, monkeypatch, *args: str, input: str | None = None):
-    monkeypatch.setenv("REREC_WORKDIR", str(store.root))
-    monkeypatch.setenv("COLUMNS", "250")
-    state.debug = False
-    return CliRunner().invoke(app, list(args), input=input)
+    return invoke(store.root, monkeypatch, *args, input=input)
 
 
 def test_metrics_by_hand() -> None:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from stages.errors import UserError
 from stages.store import ArtifactStore
 from stages.train_config import TrainConfig
+from tests.conftest import invoke
 from tests.train_fixtures import build_toy_workdir
 
 SMALL = dict(limit=4, prompts_per_step=2, num_generations=3, max_completion_length=48, epochs=2)
@@ -228,15 +229,7 @@ def test_resume_equals_an_uninterrupted_run(toy) -> None:
 
 
 def test_cli_trains_and_prints_the_curve(toy, monkeypatch) -> None:
-    from typer.testing import CliRunner
-
-    from rerec_cli.app import state
-    from rerec_cli.main import app
-
     store, model = toy
-    monkeypatch.setenv("REREC_WORKDIR", str(store.root))
-    monkeypatch.setenv("COLUMNS", "200")
-    state.debug = False
     args = [
         "train",
         "--model",
@@ -255,10 +248,10 @@ def test_cli_trains_and_prints_the_curve(toy, monkeypatch) -> None:
         "policy-cli",
         "--quiet",
     ]
-    result = CliRunner().invoke(app, args)
+    result = invoke(store.root, monkeypatch, *args)
     assert result.exit_code == 0, result.output
     assert "training curve" in result.stdout and "policy-cli@" in result.stdout
-    again = CliRunner().invoke(app, args)
+    again = invoke(store.root, monkeypatch, *args)
     assert "already trained" in again.stdout
 
 
@@ -274,15 +267,7 @@ def test_cli_trains_and_prints_the_curve(toy, monkeypatch) -> None:
     ],
 )
 def test_bad_input_is_one_clear_line(toy, monkeypatch, args, message) -> None:
-    from typer.testing import CliRunner
-
-    from rerec_cli.app import state
-    from rerec_cli.main import app
-
     store, model = toy
-    monkeypatch.setenv("REREC_WORKDIR", str(store.root))
-    monkeypatch.setenv("COLUMNS", "300")
-    state.debug = False
     base = [
         "train",
         "--model",
@@ -299,7 +284,7 @@ def test_bad_input_is_one_clear_line(toy, monkeypatch, args, message) -> None:
         "policy-bad",
         "--quiet",
     ]
-    result = CliRunner().invoke(app, base + args)
+    result = invoke(store.root, monkeypatch, *base, *args)
     assert result.exit_code == 2, result.output
     assert message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
