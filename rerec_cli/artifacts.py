@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +13,8 @@ from rich.tree import Tree
 
 from rerec_cli.app import state
 from rerec_cli.output import out
+from stages.errors import UserError
+from stages.store import LATEST, MANIFEST, Artifact, ArtifactStore
 
 artifacts_app = typer.Typer(help="Inspect the artifact store.", no_args_is_help=True)
 
@@ -24,42 +28,109 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+@dataclass
+class _Row:
+    """One line of `artifacts list`: an artifact version, or what is wrong with it."""
+
+    name: str
+    version: str
+    artifact: Artifact | None = None
+    problem: str | None = None  # set: the version (or the name's `latest`) is broken
+    latest: bool = False
+
+
+def _artifact_names(root: Path) -> list[str]:
+    """Folders that hold artifact versions or a `latest` link, broken ones included (the
+    store's `names()` skips a name whose versions are all gone)."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir()
+        and not p.name.startswith(".")
+        and p.name != "__pycache__"
+        and ((p / LATEST).is_symlink() or any(_version_folders(p)))
+    )
+
+
+def _version_folders(base: Path) -> list[str]:
+    return sorted(
+        p.name
+        for p in base.iterdir()
+        if p.is_dir()
+        and not p.is_symlink()
+        and not p.name.startswith(".")
+        and (p / MANIFEST).is_file()
+    )
+
+
+def _rows(store: ArtifactStore, name: str, all_versions: bool) -> list[_Row]:
+    """Every version of ``name`` (or only its latest), one row each; a version whose manifest
+    cannot be read, and a `latest` that points nowhere, are rows marked broken."""
+    latest = store.latest_version(name)
+    rows = []
+    for version in _version_folders(store.root / name):
+        row = _Row(name, version, latest=version == latest)
+        try:
+            row.artifact = store.resolve(f"{name}@{version}", check_schema=False)
+        except UserError as exc:
+            prefix = f"{store.root / name / version / MANIFEST}: "
+            row.problem = str(exc).removeprefix(prefix)
+        rows.append(row)
+    rows.sort(
+        key=lambda r: (r.artifact is None, r.artifact.manifest.created_at if r.artifact else "")
+    )
+    if latest is None:
+        missing = _Row(name, "-", problem="no `latest` link: which version is current is unknown")
+        return rows + [missing] if all_versions else [missing]
+    if not any(r.latest for r in rows):
+        missing = _Row(name, latest, problem=f"latest -> {latest}, which is missing", latest=True)
+        rows.append(missing)
+    return rows if all_versions else [r for r in rows if r.latest]
+
+
 @artifacts_app.command("list")
 def list_artifacts(
     all_versions: Annotated[
         bool, typer.Option("--all", "-a", help="Show every version, not only the latest.")
     ] = False,
 ) -> None:
-    """List the artifacts in the store (latest versions, or all with --all)."""
+    """List the artifacts in the store (latest versions, or all with --all). A version that
+    cannot be read is listed as broken, with the reason under the table."""
     store = state.store
     table = Table(title=f"artifacts in {store.root}")
     for col in ("name", "version", "kind", "schema", "created", "rows", "size", "content sha256"):
         table.add_column(col, no_wrap=True)
     if all_versions:
         table.add_column("latest")
-    for name in store.names():
-        latest = store.latest_version(name)
-        versions = store.versions(name)
-        shown = versions if all_versions else [a for a in versions if a.version == latest]
-        for art in shown:
-            m = art.manifest
-            row = [
-                name,
-                m.version,
-                m.kind,
-                f"v{m.schema_version}",
-                m.created_at[:19].replace("T", " "),
-                f"{sum(m.row_counts.values()):,}" if m.row_counts else "-",
-                _size(m.total_bytes),
-                m.content_hash[:16],
-            ]
+    broken = []
+    for name in _artifact_names(store.root):
+        for r in _rows(store, name, all_versions):
+            if r.artifact is None:
+                broken.append(r)
+                row = [name, r.version, "[red]broken[/red]", *["-"] * 5]
+            else:
+                m = r.artifact.manifest
+                row = [
+                    name,
+                    m.version,
+                    m.kind,
+                    f"v{m.schema_version}",
+                    m.created_at[:19].replace("T", " "),
+                    f"{sum(m.row_counts.values()):,}" if m.row_counts else "-",
+                    _size(m.total_bytes),
+                    m.content_hash[:16],
+                ]
             if all_versions:
-                row.append("*" if m.version == latest else "")
+                row.append("*" if r.latest else "")
             table.add_row(*row)
     if not table.row_count:
         out.print(f"no artifacts in {store.root} yet; start with `rerec fetch all`")
         return
     out.print(table)
+    for r in broken:
+        out.print(f"broken: {r.name}@{r.version}: {r.problem}", markup=False, highlight=False)
 
 
 @artifacts_app.command("show")
@@ -91,6 +162,8 @@ def show_artifact(
     ):
         info.add_row(key, value)
     out.print(info)
+    for warning in m.warnings:
+        out.print(f"warning: {warning}", markup=False, highlight=False)
     if m.row_counts:
         rows = Table(title="rows")
         rows.add_column("table")
@@ -121,3 +194,49 @@ def artifact_path(
 ) -> None:
     """Print an artifact's folder (for scripts: `$(rerec artifacts path smollm2-135m)/model`)."""
     print(state.store.resolve(ref).path)
+
+
+@artifacts_app.command("verify")
+def verify_artifacts(
+    ref: Annotated[
+        str | None,
+        typer.Argument(help="NAME (every version), NAME@VERSION, or nothing: the whole store."),
+    ] = None,
+) -> None:
+    """Hash every file of the artifacts against their manifests (stages check size and mtime
+    on each read, and hash only what changed). Exit 2 if anything is damaged."""
+    store = state.store
+    if ref is None:
+        names = _artifact_names(store.root)
+    elif "@" in ref:
+        names = []
+    else:
+        store.resolve(ref, check_schema=False, verify=False)  # a clear error if unknown
+        names = [ref]
+    targets = [f"{n}@{v}" for n in names for v in _version_folders(store.root / n)]
+    if ref is not None and "@" in ref:
+        targets = [ref]
+    table = Table(title=f"verified in {store.root}")
+    for col in ("artifact", "files", "size", "status"):
+        table.add_column(col, no_wrap=True)
+    damaged = []
+    for target in targets:
+        try:
+            art = store.resolve(target, check_schema=False, verify=False)
+        except UserError as exc:
+            damaged.append(f"{target}: {exc}")
+            table.add_row(target, "-", "-", "[red]unreadable manifest[/red]")
+            continue
+        problems = store.problems(art, full=True)
+        m = art.manifest
+        status = "ok" if not problems else f"[red]damaged ({len(problems)})[/red]"
+        table.add_row(art.ref, str(len(m.files)), _size(m.total_bytes), status)
+        damaged += [f"{art.ref}: {p}; rebuild with `{art.rebuild_command}`" for p in problems]
+    if not targets:
+        out.print(f"no artifacts in {store.root} yet")
+        return
+    out.print(table)
+    for line in damaged:
+        out.print(f"damaged: {line}", markup=False, highlight=False)
+    if damaged:
+        raise UserError(f"{len(damaged)} problem(s) in {store.root}; see above")

@@ -25,7 +25,12 @@ def _columns(pairs: list[str] | None) -> dict[str, str] | None:
         ours, sep, theirs = pair.partition("=")
         if not sep or not ours or not theirs:
             raise UserError(f"--column {pair!r}: write it as OURS=THEIRS, e.g. item_id=movieId")
-        mapping[ours.strip()] = theirs.strip()
+        ours, theirs = ours.strip(), theirs.strip()
+        if mapping.get(ours, theirs) != theirs:
+            raise UserError(
+                f"--column {ours}= is given twice ({mapping[ours]!r} and {theirs!r}); keep one"
+            )
+        mapping[ours] = theirs
     return mapping
 
 

@@ -60,32 +60,34 @@ def eval_command(
     cfg = resolve_config(EvalConfig, section="eval", config_file=config, overrides=overrides)
     from stages.evaluate import evaluate  # torch and transformers: only when evaluating
 
-    bar = (
-        None
-        if quiet
-        else Progress(
-            TextColumn("generating"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        )
+    # The bar starts with the first batch: a baseline or an evaluation already done generates
+    # nothing, and an empty bar would still print a blank line on stderr when it stops.
+    bar = Progress(
+        TextColumn("generating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
     )
     task: list[Any] = []
 
     def on_batch(done: int, total: int) -> None:
-        assert bar is not None
         if not task:
             task.append(bar.add_task("eval", total=total))
+            bar.start()
         bar.update(task[0], completed=done)
 
-    if bar is not None:
-        with bar:
-            result = evaluate(
-                state.store, cfg, force=force, command=command_line(), on_batch=on_batch
-            )
-    else:
-        result = evaluate(state.store, cfg, force=force, command=command_line())
+    try:
+        result = evaluate(
+            state.store,
+            cfg,
+            force=force,
+            command=command_line(),
+            on_batch=None if quiet else on_batch,
+        )
+    finally:
+        if task:
+            bar.stop()
     art = result.artifact
     status = " (already evaluated; --force to redo)" if result.skipped else ""
     out.print(f"[bold]{art.ref}[/bold]{status}: {art.manifest.metrics.get('queries', 0):,} queries")

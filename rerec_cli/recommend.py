@@ -35,6 +35,14 @@ def recommend_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     chat: Annotated[bool, typer.Option("--chat", help="keep asking; later turns refine")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON, not tables")] = False,
+    allow_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mismatch",
+            help="go on although the policy, graph and cf come from different versions of a "
+            "common input (a warning)",
+        ),
+    ] = False,
 ) -> None:
     """Recommend catalogue items for an open-ended request: retrieve candidates from the graph
     (attributes and titles named in the request; the user's LightGCN top items with --user),
@@ -44,17 +52,39 @@ def recommend_command(
 
     if request is None and not chat:
         raise UserError('give a request, e.g. rerec recommend "a comedy directed by Woody Allen"')
+    stdin = sys.stdin
+    if chat and (stdin is None or stdin.closed):
+        raise UserError("--chat reads requests from stdin, but stdin is closed")
+    interactive = chat and stdin.isatty()
+    if chat and request is None and not interactive:
+        # Piped requests: read the first before loading the model, so that empty input fails
+        # at once (a user at a terminal is prompted once the model is ready).
+        request = _next_request(stdin, prompt="")
+        if request is None:
+            raise UserError(
+                "--chat: stdin ended before the first request; pipe requests one per line, "
+                'or give the first as an argument: rerec recommend "a comedy" --chat'
+            )
     store = state.store
     if policy is None and model is None:
         if store.latest_version("policy"):
             policy = "policy"
         else:
             model = "smollm2-135m"
-    gen = load_generator(store, policy=policy, model=model, device=device)
-    graph_ref = graph or gen.info.get("graph") or "graph"
-    graph_art = store.resolve(graph_ref)
+    # The catalogue, its embeddings and the policy must agree on their ancestors: checked
+    # before the model loads.
+    info: dict[str, Any] = {}
+    policy_art = None
+    if policy is not None:
+        policy_art = store.resolve(policy, kind="policy")
+        info = json.loads(policy_art.file("policy.json").read_text())
+    graph_art = store.resolve(graph or info.get("graph") or "graph", kind="graph")
     cf_name = cf or "cf" + graph_art.name.removeprefix("graph")
-    cf_art = store.resolve(cf_name) if cf or (store.root / cf_name).is_dir() else None
+    cf_art = store.resolve(cf_name, kind="embeddings") if cf or store.exists(cf_name) else None
+    store.check_mismatch(
+        [a for a in (policy_art, graph_art, cf_art) if a is not None], allow=allow_mismatch
+    )
+    gen = load_generator(store, policy=policy, model=model, device=device)
     assistant = Assistant(Catalogue(graph_art, cf_art), gen, k=k, n_candidates=candidates)
 
     def turn(text: str) -> None:
@@ -66,17 +96,30 @@ def recommend_command(
         else:
             show(answer, gen.label)
 
+    # --chat ends at an empty line, `quit`, `exit` or the end of stdin (exit code 0 once a
+    # request was answered; a terminal user who quits at the first prompt also gets 0).
     if request is not None:
         turn(request)
-    if chat:
-        while True:
-            try:
-                text = input("you> " if sys.stdin.isatty() else "")
-            except EOFError:
-                break
-            if text.strip().lower() in {"", "quit", "exit"}:
-                break
-            turn(text)
+    while chat and (text := _next_request(stdin, prompt="you> " if interactive else "")):
+        turn(text)
+
+
+def _next_request(stdin: Any, prompt: str) -> str | None:
+    """The next --chat request, or None when the conversation ends."""
+    if prompt:
+        try:
+            text = input(prompt)
+        except EOFError:
+            print()  # end the prompt's line
+            return None
+    else:
+        line = stdin.readline()
+        if not line:
+            return None
+        text = line.rstrip("\n")
+    if text.strip().lower() in {"", "quit", "exit"}:
+        return None
+    return text
 
 
 def to_json(answer: Any, label: str) -> dict[str, Any]:

@@ -17,15 +17,29 @@ def report_command(
     runs: Annotated[list[str], typer.Argument(help="eval artifacts (NAME[@VERSION]) to compare")],
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out", help="folder to write (replaced) [default: WORKDIR/report]"),
+        typer.Option(
+            "--out",
+            help="folder to write: new, empty, or a previous report (replaced) "
+            "[default: WORKDIR/report]",
+        ),
     ] = None,
+    allow_mismatch: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mismatch",
+            help="Compare runs whose inputs come from different versions (e.g. two query "
+            "splits); the warning is written into the report.",
+        ),
+    ] = False,
 ) -> None:
     """Compare evaluations like the paper's table: rows = runs and baselines, columns =
     domain-family accuracy; also NDCG and valid-format tables, accuracy/training/curriculum
     plots."""
     from stages.report import write_report  # matplotlib: only when reporting
 
-    tables, folder = write_report(state.store, runs, out_dir or state.store.root / "report")
+    tables, folder, _ = write_report(
+        state.store, runs, out_dir or state.store.root / "report", allow_mismatch=allow_mismatch
+    )
     for t in tables:
         out.print(view(t))
     out.print(f"written: {folder}/report.md, report.json and the plots")

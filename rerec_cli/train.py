@@ -35,6 +35,7 @@ def train_command(
     curriculum: Annotated[bool | None, _opt("curriculum", "--curriculum/--no-curriculum")] = None,
     graph: Annotated[str | None, _opt("graph")] = None,
     cf: Annotated[str | None, _opt("cf")] = None,
+    allow_mismatch: Annotated[bool | None, _opt("allow_mismatch", "--allow-mismatch")] = None,
     steps: Annotated[int | None, _opt("steps")] = None,
     epochs: Annotated[int | None, _opt("epochs")] = None,
     limit: Annotated[int | None, _opt("limit")] = None,

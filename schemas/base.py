@@ -31,6 +31,9 @@ class TableSchema:
     name: str
     columns: dict[str, pl.DataType]
     description: str = ""
+    # Wall-clock timings: kept in the table, left out of the artifact's content hash (they differ
+    # on every run, and the content hash must not: it keys every downstream version id).
+    timing_columns: tuple[str, ...] = ()
 
     def validate(self, df: pl.DataFrame, where: str) -> pl.DataFrame:
         """Return ``df`` with exactly this schema's columns, in order; raise on a missing column

@@ -37,11 +37,12 @@ CURVE = TableSchema(
         **{f"valid_{m}": pl.Float64 for m in METRICS},
     },
     "per epoch: mean training loss, seconds, validation metrics",
+    timing_columns=("train_seconds", "eval_seconds"),
 )
 
 CF = ArtifactSchema(
     name="cf",
-    version=1,
+    version=2,  # 2: split and embeddings independent of row order and thread count
     kind="embeddings",
     description="LightGCN embeddings pretrained on the graph's interactions",
     produced_by="rerec pretrain-cf --force",

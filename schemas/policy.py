@@ -33,6 +33,7 @@ LOG = TableSchema(
         "seconds": pl.Float64,
     },
     "one row per optimizer step",
+    timing_columns=("seconds",),
 )
 
 # One row per scored completion, gathered over processes; feeds the curriculum.

@@ -54,7 +54,7 @@ QUERIES = TableSchema(
 
 QUERIES_ARTIFACT = ArtifactSchema(
     name="queries",
-    version=1,
+    version=2,  # 2: candidates drawn independently of row order (1 named other content)
     kind="queries",
     description="RecBench+-style query splits (simple, medium, hard, interest) with candidates",
     produced_by="rerec make-queries --force",

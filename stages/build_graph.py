@@ -17,6 +17,7 @@ import duckdb
 import polars as pl
 from pydantic import Field, model_validator
 
+from schemas import check_name
 from schemas.graph import GRAPH
 from stages.config import StageConfig
 from stages.errors import UserError
@@ -107,10 +108,8 @@ class BuildGraphConfig(StageConfig):
                 "source 'generic' needs --items and --interactions "
                 "(config: items_path, interactions_path)"
             )
-        if self.output is not None and not (
-            self.output == "graph" or self.output.startswith("graph-")
-        ):
-            raise ValueError("output must be 'graph' or start with 'graph-'")
+        if self.output is not None:
+            check_name(self.output, "graph")
         return self
 
     @property
@@ -142,9 +141,9 @@ def k_core(interactions: pl.DataFrame, k: int) -> pl.DataFrame:
     while True:
         users = current.group_by("user_key").len().filter(pl.col("len") >= k)
         items = current.group_by("item_key").len().filter(pl.col("len") >= k)
-        kept = current.join(users.select("user_key"), on="user_key", how="semi").join(
-            items.select("item_key"), on="item_key", how="semi"
-        )
+        kept = current.join(
+            users.select("user_key"), on="user_key", how="semi", maintain_order="left"
+        ).join(items.select("item_key"), on="item_key", how="semi", maintain_order="left")
         if kept.height == current.height:
             return kept
         current = kept
@@ -159,6 +158,7 @@ def _check_known_items(src: SourceTables, policy: str) -> tuple[pl.DataFrame, in
         first = (
             inter.with_row_index("row")
             .join(unknown.select("item_key").unique(), on="item_key", how="semi")
+            .sort("row")
             .row(0, named=True)
         )
         raise UserError(
@@ -166,9 +166,27 @@ def _check_known_items(src: SourceTables, policy: str) -> tuple[pl.DataFrame, in
             f"in {src.items_path} ({unknown.height:,} such interactions); add the items, or "
             "drop them with --unknown-items drop"
         )
-    return inter.join(unknown.select("item_key").unique(), on="item_key", how="anti"), (
-        unknown.height
+    kept = inter.join(
+        unknown.select("item_key").unique(), on="item_key", how="anti", maintain_order="left"
     )
+    return kept, unknown.height
+
+
+def drop_duplicate_interactions(inter: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """One interaction per (user, item): the one with the latest timestamp, and among equal or
+    missing timestamps the one later in the file (a re-rating replaces the earlier rating).
+    The kept rows stay in file order; returns them and how many were dropped."""
+    keys = ["user_key", "item_key"]
+    if not inter.select(pl.struct(keys).is_duplicated().any()).item():
+        return inter, 0
+    kept = (
+        inter.with_row_index("__order")
+        .sort(["timestamp", "__order"], nulls_last=False)
+        .unique(keys, keep="last")
+        .sort("__order")
+        .drop("__order")
+    )
+    return kept, inter.height - kept.height
 
 
 def _decades(items: pl.DataFrame) -> pl.DataFrame:
@@ -189,19 +207,24 @@ def assemble(
     inter, unknown = _check_known_items(src, policy)
     if inter.filter(pl.col("user_key").is_null() | pl.col("item_key").is_null()).height:
         raise UserError(f"{src.interactions_path}: rows with an empty user or item id")
+    inter, duplicates = drop_duplicate_interactions(inter)
     before_core = inter.height
     inter = k_core(inter, cfg.k_core)
 
     items = src.items
     if cfg.k_core > 1:
-        items = items.join(inter.select("item_key").unique(), on="item_key", how="semi")
+        items = items.join(
+            inter.select("item_key").unique(), on="item_key", how="semi", maintain_order="left"
+        )
     items = items.with_row_index("item_id").with_columns(pl.col("item_id").cast(pl.Int32))
 
     # Users in the users file's order, then any others in order of first interaction.
     seen = inter.select("user_key").unique(maintain_order=True)
     if src.users is not None:
-        listed = src.users.join(seen, on="user_key", how="semi")
-        extra = seen.join(src.users.select("user_key"), on="user_key", how="anti")
+        listed = src.users.join(seen, on="user_key", how="semi", maintain_order="left")
+        extra = seen.join(
+            src.users.select("user_key"), on="user_key", how="anti", maintain_order="left"
+        )
         users = pl.concat([listed, extra], how="diagonal_relaxed")
     else:
         users = seen
@@ -246,7 +269,7 @@ def assemble(
         if matches is not None
         else pl.DataFrame(schema={"item_key": items.schema["item_key"], "external_id": pl.String})
     )
-    items_out = items.join(external, on="item_key", how="left").select(
+    items_out = items.join(external, on="item_key", how="left", maintain_order="left").select(
         "item_id",
         source_id=pl.col("item_key").cast(pl.String),
         title="title",
@@ -255,8 +278,9 @@ def assemble(
         external_id="external_id",
     )
     interactions_out = (
-        inter.join(users.select("user_key", "user_id"), on="user_key")
-        .join(items.select("item_key", "item_id"), on="item_key")
+        # In the source's order (leave-last-out breaks equal timestamps by it).
+        inter.join(users.select("user_key", "user_id"), on="user_key", maintain_order="left")
+        .join(items.select("item_key", "item_id"), on="item_key", maintain_order="left")
         .select("user_id", "item_id", "rating", "timestamp")
     )
     users_out = users.select(
@@ -272,6 +296,7 @@ def assemble(
         graph,
         dropped={
             **src.dropped,
+            "duplicate_interactions": duplicates,
             "interactions_with_unknown_item": unknown,
             "interactions_removed_by_k_core": before_core - inter.height,
         },

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from schemas import check_name
 from stages.config import StageConfig
 
 
@@ -42,8 +43,8 @@ class PretrainCFConfig(StageConfig):
     def _check(self) -> PretrainCFConfig:
         if self.valid_ratio + self.test_ratio >= 1:
             raise ValueError("valid_ratio + test_ratio must leave something to train on")
-        if self.output is not None and not (self.output == "cf" or self.output.startswith("cf-")):
-            raise ValueError("output must be 'cf' or start with 'cf-'")
+        if self.output is not None:
+            check_name(self.output, "cf")
         return self
 
     def artifact_name(self, graph_name: str) -> str:

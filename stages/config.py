@@ -46,10 +46,22 @@ def field_help(cls: type[StageConfig], name: str) -> str:
 def read_yaml_section(path: Path, section: str) -> dict[str, Any]:
     """Read a YAML config. A file may hold one stage's options at the top level, or a mapping
     per stage (``build-graph: {...}``) so one file drives a whole pipeline."""
-    if not path.is_file():
+    if path.is_dir():
+        raise UserError(f"config file {path} is a folder, not a YAML file")
+    if not path.exists():
         raise UserError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"config file {path} is a binary file, not YAML (not UTF-8 text at byte {exc.start})"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"config file {path}: cannot read it ({exc.strerror})") from None
+    if "\x00" in text:
+        raise UserError(f"config file {path} is a binary file, not YAML")
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

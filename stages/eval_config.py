@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from schemas import check_name
 from stages.config import StageConfig
 
 BASELINES = ("random", "popular", "lightgcn", "attribute")
@@ -65,10 +66,8 @@ class EvalConfig(StageConfig):
         given = [n for n in ("policy", "model", "baseline") if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(f"give one of --policy, --model, --baseline (got {', '.join(given)})")
-        if self.output is not None and not (
-            self.output == "eval" or self.output.startswith("eval-")
-        ):
-            raise ValueError("output must be 'eval' or start with 'eval-'")
+        if self.output is not None:
+            check_name(self.output, "eval")
         return self
 
     @property

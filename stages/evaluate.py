@@ -50,18 +50,20 @@ def optional_cf(store: ArtifactStore, name: str | None, graph: Artifact) -> Arti
     return store.resolve(cf_name)
 
 
-def check_same_graph(policy_info: dict[str, Any], graph: Artifact, allow: bool) -> None:
-    """The policy was trained on queries from one graph version; evaluating on another makes
-    titles, attributes and candidates disagree with what it learned."""
+def check_same_graph(policy_info: dict[str, Any], graph: Artifact, allow: bool) -> list[str]:
+    """The policy was trained on queries from one graph version; evaluating on another (even
+    another graph, for transfer) makes titles, attributes and candidates disagree with what it
+    learned. Returns the warning for the manifest when allowed."""
     trained = policy_info.get("graph")
     if trained is None or trained == graph.ref:
-        return
+        return []
     message = (
         f"the policy was trained on queries from {trained}, these queries come from {graph.ref}"
     )
     if not allow:
         raise UserError(message + "; pass --allow-mismatch to evaluate anyway")
     print(f"warning: {message}", file=sys.stderr)
+    return [message]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,9 +260,7 @@ def evaluate(
     command: str | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> BuildResult:
-    queries = store.resolve(cfg.queries)
-    if queries.manifest.kind != "queries":
-        raise UserError(f"{queries.ref} is not a queries artifact")
+    queries = store.resolve(cfg.queries, kind="queries")
     graph = graph_of(store, queries)
     cf = optional_cf(store, cfg.cf, graph)
     df = read_split(queries, cfg.split, families=cfg.families, limit=cfg.limit, seed=cfg.seed)
@@ -269,6 +269,7 @@ def evaluate(
     gen = None
 
     if cfg.source == "baseline":
+        warnings = store.check_mismatch(inputs, allow=cfg.allow_mismatch)
         label = str(cfg.baseline)
         k, facts, history = cfg.k or 1, False, 0
     else:
@@ -277,9 +278,21 @@ def evaluate(
         if cfg.use_vllm:
             require_vllm()
         policy = (cfg.policy or "policy") if cfg.source == "policy" else None
+        # Inputs that meet must share their ancestors: checked before a model loads.
+        warnings = []
+        if policy is not None:
+            model_art = store.resolve(policy, kind="policy")
+            info = json.loads(model_art.file("policy.json").read_text())
+            warnings += check_same_graph(info, graph, cfg.allow_mismatch)
+        else:
+            from stages.generation import resolve_model
+
+            model_art = resolve_model(store, str(cfg.model))[0]
+        warnings += store.check_mismatch(
+            [*inputs, *([model_art] if model_art else [])], allow=cfg.allow_mismatch
+        )
         gen = load_generator(store, policy=policy, model=cfg.model, device=cfg.device)
         if gen.policy is not None:
-            check_same_graph(gen.info, graph, cfg.allow_mismatch)
             inputs.append(gen.policy)
             label = gen.policy.name
         elif gen.model_artifact is not None:
@@ -347,7 +360,13 @@ def evaluate(
         )
 
     return store.build(
-        name, config=config, inputs=inputs, build=build, force=force, command=command
+        name,
+        config=config,
+        inputs=inputs,
+        build=build,
+        force=force,
+        command=command,
+        warnings=warnings,
     )
 
 

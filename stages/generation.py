@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from schemas import ARTIFACTS
 from stages.errors import UserError
 from stages.store import Artifact, ArtifactStore
 
@@ -39,11 +40,12 @@ class Generator:
 def resolve_model(store: ArtifactStore, ref: str) -> tuple[Artifact | None, str]:
     """A model artifact (its `model/` folder), a local folder, or a hub id."""
     name = ref.partition("@")[0]
-    if name and "/" not in name and name not in (".", "..") and (store.root / name).is_dir():
-        art = store.resolve(ref)
-        if art.manifest.kind != "model":
-            raise UserError(f"{art.ref} is a {art.manifest.kind} artifact, not a model")
+    is_name = bool(name) and "/" not in name and name not in (".", "..")
+    if is_name and (store.root / name).is_dir():
+        art = store.resolve(ref, kind="model")
         return art, str(art.file("model"))
+    if is_name and name in ARTIFACTS:  # a model rerec fetches, not fetched yet: not a hub id
+        art = store.resolve(ref, kind="model")  # says how to create it
     path = Path(ref).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():

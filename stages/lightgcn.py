@@ -88,13 +88,19 @@ class LightGCNRecommender(nn.Module):
         """Mean BPR loss -log sigmoid(s(u,i+) - s(u,i-)) plus ``reg_weight`` times the L2 norms
         of the batch's layer-0 embeddings divided by the batch size (RecBole's EmbLoss)."""
         user_emb, item_emb = self(adj)
-        u, p, n = user_emb[users], item_emb[pos], item_emb[neg]
+        # `index_select`, not `x[idx]`: the latter's backward (index_put_ with accumulate) adds
+        # repeated rows' gradients in a thread-dependent order on CPU, so two runs differed in
+        # the last bits; index_select's backward (index_add_) adds them in batch order.
+        u, p, n = (
+            user_emb.index_select(0, users),
+            item_emb.index_select(0, pos),
+            item_emb.index_select(0, neg),
+        )
         diff = (u * p).sum(-1) - (u * n).sum(-1)
         bpr = F.softplus(-diff).mean()
         ego = self.gcn.embedding.weight
-        reg = (
-            ego[users].norm(2) + ego[pos + self.n_users].norm(2) + ego[neg + self.n_users].norm(2)
-        ) / users.numel()
+        rows = (users, pos + self.n_users, neg + self.n_users)
+        reg = sum(ego.index_select(0, r).norm(2) for r in rows) / users.numel()
         return bpr + reg_weight * reg, bpr
 
 

@@ -20,6 +20,11 @@ Recipe (every step a Polars expression or join over whole tables):
 5. Text from paraphrase templates chosen by seed, with the structured conditions stored beside.
 
 `check_queries` recomputes every guarantee from the graph.
+
+Determinism: the output is a function of the graph's tables, the config and the seed alone, on
+any thread count. Polars does not promise the row order of joins, group-bys or `unique`, so
+every step that deals random numbers by row position, keeps "the first" row or sums floats
+first sorts by a key that identifies the rows (`_shuffled`, `_pick`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
+from schemas import check_name
 from schemas.queries import CONDITION, FAMILIES, QUERIES, SPLITS
 from stages.config import StageConfig
 from stages.errors import UserError
@@ -87,12 +93,14 @@ class MakeQueriesConfig(StageConfig):
 
     @model_validator(mode="after")
     def _check(self) -> MakeQueriesConfig:
-        if self.output is not None and not (
-            self.output == "queries" or self.output.startswith("queries-")
-        ):
-            raise ValueError("output must be 'queries' or start with 'queries-'")
+        if self.output is not None:
+            check_name(self.output, "queries")
         if not self.families:
             raise ValueError("families must name at least one family")
+        if self.train_size + self.valid_size + self.test_size == 0:
+            raise ValueError(
+                "train_size, valid_size and test_size are all 0: ask for at least one query"
+            )
         return self
 
     def artifact_name(self, graph_name: str) -> str:
@@ -114,14 +122,18 @@ class GraphView:
         self.interactions = graph.read("interactions")
         self.domain = self.items["domain"][0] if self.items.height else "items"
         self.n_items = self.items.height
-        self.facts = self.item_attributes.join(self.attributes, on="attr_id").select(
-            "item_id", "attr_id", "relation", "value"
+        # Both sorted: a join's or group-by's row order is not promised.
+        self.facts = (
+            self.item_attributes.join(self.attributes, on="attr_id")
+            .select("item_id", "attr_id", "relation", "value")
+            .sort("item_id", "attr_id")
         )
         self.popularity = (
             self.interactions.group_by("item_id")
             .len("pop")
             .join(self.items.select("item_id"), on="item_id", how="right")
             .with_columns(pl.col("pop").fill_null(0))
+            .sort("item_id")
         )
 
     def liked(self, threshold: float | None) -> pl.DataFrame:
@@ -139,19 +151,29 @@ class GraphView:
         )
 
 
-def _rand(n: int, rng: np.random.Generator) -> pl.Series:
-    return pl.Series("rand", rng.random(n))
+def _shuffled(df: pl.DataFrame, key: list[str], rng: np.random.Generator) -> pl.DataFrame:
+    """``df`` sorted by ``key`` (columns that tell its rows apart; rows equal on them must be
+    equal throughout) with a uniform ``rand`` column. Random numbers are dealt by row position,
+    and joins, group-bys and `unique` leave the row order to polars' threads: sorting first
+    makes the draw a function of the table's content and the seed only."""
+    df = df.sort(key)
+    return df.with_columns(rand=pl.Series(rng.random(df.height)))
 
 
 def _pick(
-    df: pl.DataFrame, by: list[str], rng: np.random.Generator, weight: str | None = None
+    df: pl.DataFrame,
+    by: list[str],
+    key: list[str],
+    rng: np.random.Generator,
+    weight: str | None = None,
 ) -> pl.DataFrame:
-    """One row per ``by`` group, uniformly (or proportionally to ``weight``) at random."""
-    key = -np.log(rng.random(df.height))
-    df = df.with_columns(key=pl.Series(key))
+    """One row per ``by`` group, uniformly (or proportionally to ``weight``) at random;
+    ``key`` tells the rows apart (see `_shuffled`). The result is sorted by ``key``."""
+    df = _shuffled(df, key, rng).with_columns(rand=-pl.col("rand").log())
     if weight is not None:
-        df = df.with_columns(key=pl.col("key") / pl.col(weight).cast(pl.Float64).clip(1e-9))
-    return df.sort("key").unique(by, keep="first", maintain_order=True).drop("key")
+        df = df.with_columns(rand=pl.col("rand") / pl.col(weight).cast(pl.Float64).clip(1e-9))
+    picked = df.sort("rand", *key).unique(by, keep="first", maintain_order=True)
+    return picked.drop("rand").sort(key)
 
 
 # ------------------------------------------------------------------ pools
@@ -255,7 +277,8 @@ def simple_pool(
         *_cond("c2", "b_relation", "b_value", "b_attr_id"),
     )
     # As many two-condition as one-condition requests (there are far more pairs than singles).
-    two = two.with_columns(_rand(two.height, rng)).sort("rand").head(one.height).drop("rand")
+    key = ["user_id", "item_id", "c1_attr_id", "c2_attr_id"]
+    two = _shuffled(two, key, rng).sort("rand", *key).head(one.height).drop("rand")
     return pl.concat([one, two], how="diagonal").with_columns(
         extra_negative_attr=pl.lit(None, pl.Int32)
     )
@@ -299,7 +322,13 @@ def implicit_pool(
         .join(keys.rename({"item_id": "ref", "key": "ref_key"}), on="ref")
         .filter((pl.col("ref") != pl.col("item_id")) & (pl.col("key") != pl.col("ref_key")))
     )
-    rows = _pick(rows, ["user_id", "item_id", "attr_id"], rng, weight="ref_pop")
+    rows = _pick(
+        rows,
+        ["user_id", "item_id", "attr_id"],
+        ["user_id", "item_id", "attr_id", "ref"],
+        rng,
+        weight="ref_pop",
+    )
     if not misinformed:
         return rows.select(
             "user_id",
@@ -324,7 +353,8 @@ def implicit_pool(
     # Four random draws per row from the relation's 60 best-known values (the full cross
     # product with all 60 was the slowest step of the stage).
     sizes = famous.group_by("relation").len("n_famous")
-    rows = pl.concat([rows.join(sizes, on="relation")] * 4)
+    rows = rows.join(sizes, on="relation").sort("user_id", "item_id", "attr_id")
+    rows = pl.concat([rows] * 4)
     rows = rows.with_columns(
         slot=(pl.Series(rng.random(rows.height)) * pl.col("n_famous")).floor().cast(pl.Int64)
     )
@@ -339,7 +369,9 @@ def implicit_pool(
         .join(has.rename({"flag": "pos_has"}), on=["item_id", "false_attr"], how="left")
         .filter(pl.col("ref_has").is_null() & pl.col("pos_has").is_null())
     )
-    options = _pick(options, ["user_id", "item_id", "attr_id"], rng)
+    # Rows equal on this key are the same draw made twice: equal throughout.
+    key = ["user_id", "item_id", "attr_id", "ref", "false_attr"]
+    options = _pick(options, ["user_id", "item_id", "attr_id"], key, rng)
     return options.select(
         "user_id",
         "item_id",
@@ -364,6 +396,11 @@ def interest_windows(liked: pl.DataFrame, history_len: int) -> pl.DataFrame:
 
 
 # ------------------------------------------------------------------ sampling into splits
+def _pool_key(pool: pl.DataFrame) -> list[str]:
+    """The columns that tell a pool's rows apart: (user, positive, condition attributes)."""
+    return [c for c in ("user_id", "item_id", "c1_attr_id", "c2_attr_id") if c in pool.columns]
+
+
 def _user_groups(
     users: pl.Series, cfg: MakeQueriesConfig, rng: np.random.Generator
 ) -> pl.DataFrame:
@@ -416,13 +453,14 @@ def assign_splits(
                 # Valid and test queries never share a (user, positive) either.
                 rows = rows.join(held_out, on=["user_id", "item_id"], how="anti")
             if family == "interest" and split != "train":
-                rows = _pick(rows, ["user_id"], rng)  # one per user
+                rows = _pick(rows, ["user_id"], ["user_id", "item_id"], rng)  # one per user
             if rows.height < want:
                 raise UserError(
                     f"only {rows.height} {family} queries can be made for the {split} split "
                     f"(asked for {want}); lower --{split}-size, or use a larger graph"
                 )
-            picked = rows.with_columns(_rand(rows.height, rng)).sort("rand").head(want)
+            key = _pool_key(rows)
+            picked = _shuffled(rows, key, rng).sort("rand", *key).head(want)
             picked = picked.drop("rand").with_columns(family=pl.lit(family), split=pl.lit(split))
             chosen.append(picked)
             if split != "train":
@@ -495,10 +533,15 @@ def draw_candidates(
     pos_attrs = pos.join(g.facts.rename({"item_id": "pos_item"}), on="pos_item").filter(
         pl.col("relation").is_in(SPECIFIC) | (pl.col("relation") == "genre")
     )
-    pos_attrs = pos_attrs.filter(
-        pl.col("relation").is_in(SPECIFIC)
-        | (pl.int_range(pl.len()).over("query_id", "relation") == 0)
-    ).select("query_id", "attr_id", boost=pl.lit(1.0))
+    # The first genre: the positive's most common one (attribute ids follow item counts).
+    pos_attrs = (
+        pos_attrs.sort("query_id", "attr_id")
+        .filter(
+            pl.col("relation").is_in(SPECIFIC)
+            | (pl.int_range(pl.len()).over("query_id", "relation") == 0)
+        )
+        .select("query_id", "attr_id", boost=pl.lit(1.0))
+    )
     false_attrs = (
         queries.select("query_id", attr_id="extra_negative_attr")
         .drop_nulls()
@@ -515,13 +558,17 @@ def draw_candidates(
         .with_columns(boost=pl.col("weight"))
         .drop("weight")
     )
+    # Sorted before summing: float sums depend on their order.
     hard = (
         pl.concat([hard, false_attrs])
         .join(g.facts.select("item_id", "attr_id"), on="attr_id")
+        .sort("query_id", "item_id", "attr_id")
         .group_by("query_id", "item_id")
         .agg(pl.col("boost").sum())
     )
-    top_pop = g.popularity.sort("pop", descending=True).head(max(200, 10 * cfg.candidates))
+    top_pop = g.popularity.sort("pop", "item_id", descending=[True, False]).head(
+        max(200, 10 * cfg.candidates)
+    )
     hard = pl.concat(
         [
             hard,
@@ -535,11 +582,11 @@ def draw_candidates(
         g.popularity, on="item_id"
     )
     hard = (
-        hard.with_columns(
-            key=pl.Series(-np.log(rng.random(hard.height)))
-            / (pl.col("boost") * (pl.col("pop") + 1).cast(pl.Float64))
+        _shuffled(hard, ["query_id", "item_id"], rng)
+        .with_columns(
+            key=-pl.col("rand").log() / (pl.col("boost") * (pl.col("pop") + 1).cast(pl.Float64))
         )
-        .sort("key")
+        .sort("key", "query_id", "item_id")
         .group_by("query_id", maintain_order=True)
         .head(n_hard)
         .select("query_id", "item_id", hard=pl.lit(True))
@@ -554,6 +601,7 @@ def draw_candidates(
             .join(have, on="query_id", how="left")
             .with_columns(pl.col("n").fill_null(0))
             .filter(pl.col("n") < n_neg)
+            .sort("query_id")
         )
         if need.height == 0:
             break
@@ -564,11 +612,14 @@ def draw_candidates(
                 "item_id": rng.integers(0, g.n_items, need.height * draws).astype(np.int32),
             }
         )
+        # Draws keep their order (the joins may not): the first new ones fill the query.
         drawn = (
-            drawn.join(excluded_df, on=["query_id", "item_id"], how="anti")
+            drawn.with_row_index("draw")
+            .join(excluded_df, on=["query_id", "item_id"], how="anti")
             .join(chosen.select("query_id", "item_id"), on=["query_id", "item_id"], how="anti")
-            .unique(["query_id", "item_id"], maintain_order=True)
             .join(need, on="query_id")
+            .sort("draw")
+            .unique(["query_id", "item_id"], keep="first", maintain_order=True)
             .filter(pl.int_range(pl.len()).over("query_id") < n_neg - pl.col("n"))
             .select("query_id", "item_id", hard=pl.lit(False))
         )
@@ -588,7 +639,7 @@ def draw_candidates(
         [chosen, pos.select("query_id", item_id="pos_item", hard=pl.lit(None))],
         how="vertical_relaxed",
     )
-    full = full.with_columns(pl.Series("key", rng.random(full.height))).sort("query_id", "key")
+    full = _shuffled(full, ["query_id", "item_id"], rng).sort("query_id", "rand", "item_id")
     return full.group_by("query_id", maintain_order=True).agg(
         candidate_item_ids=pl.col("item_id").cast(pl.Int32),
         positive_index=pl.col("hard").is_null().arg_max().cast(pl.Int32),
@@ -789,7 +840,7 @@ def fact_strings(g: GraphView) -> pl.DataFrame:
         g.facts.with_columns(o=pl.col("relation").replace_strict(order, default=99))
         .group_by("item_id", "o", "relation", maintain_order=True)
         .agg(pl.col("value").head(3).str.join(", "))
-        .sort("item_id", "o")
+        .sort("item_id", "o", "relation")
         .select("item_id", part=pl.format("{}: {}", pl.col("relation"), pl.col("value")))
     )
     return per_rel.group_by("item_id", maintain_order=True).agg(facts=pl.col("part").str.join("; "))
@@ -858,7 +909,7 @@ def generate(
     last = liked.join(q.select("query_id", "user_id", "item_id"), on="user_id", suffix="_q")
     last = last.filter(pl.col("item_id") != pl.col("item_id_q")).sort("query_id", "pos")
     last = last.group_by("query_id").agg(recent=pl.col("item_id").tail(cfg.history_len))
-    q = q.join(last, on="query_id", how="left")
+    q = q.join(last, on="query_id", how="left").sort("query_id")
     if "history" not in q.columns:
         q = q.with_columns(history=pl.lit(None, pl.List(pl.Int32)))
     q = q.with_columns(
@@ -878,7 +929,7 @@ def generate(
     q = _lookup_lists(q, "candidate_item_ids", titles, "title", "candidate_titles")
     q = _lookup_lists(q, "candidate_item_ids", facts, "facts", "candidate_facts")
     say("writing texts")
-    q = render_texts(q, g.domain, rng).with_columns(domain=pl.lit(g.domain))
+    q = render_texts(q.sort("query_id"), g.domain, rng).with_columns(domain=pl.lit(g.domain))
     split_order = {s: n for n, s in enumerate(SPLITS)}
     fam_order = {f: n for n, f in enumerate(FAMILIES)}
     q = q.sort(
@@ -1017,7 +1068,7 @@ def make_queries(
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BuildResult:
-    graph = store.resolve(cfg.graph)
+    graph = store.resolve(cfg.graph, kind="graph")
 
     def build(writer: ArtifactWriter) -> None:
         g = GraphView(graph)
@@ -1029,7 +1080,7 @@ def make_queries(
         if bad:  # a generator bug, never a user error
             raise RuntimeError(f"generated queries failed their checks: {bad}")
         writer.write_table("queries", q)
-        counts = q.group_by("family", "split").len()
+        counts = q.group_by("family", "split").len().sort("family", "split")
         writer.metrics.update(
             counts={f"{r['family']}/{r['split']}": r["len"] for r in counts.iter_rows(named=True)},
             total=q.height,

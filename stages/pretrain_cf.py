@@ -35,10 +35,15 @@ KS = (10, 20)
 def split_interactions(
     inter: pl.DataFrame, how: str, valid_ratio: float, test_ratio: float, seed: int
 ) -> pl.DataFrame:
-    """``user_id, item_id, split`` with split in {train, valid, test}; duplicates collapsed."""
+    """``user_id, item_id, split`` with split in {train, valid, test}; duplicates collapsed.
+
+    The random split is a function of the set of (user, item) pairs and the seed: the pairs
+    are sorted before the shuffle, so neither the table's row order nor polars' threads move
+    it. Leave-last-out orders by time, ties by the table's row order (the source's order)."""
     pairs = inter.unique(["user_id", "item_id"], keep="first", maintain_order=True)
     if how == "random":
         rng = np.random.default_rng(seed)
+        pairs = pairs.sort("user_id", "item_id")
         pairs = pairs.with_columns(order=pl.Series(rng.permutation(pairs.height)))
     else:
         pairs = pairs.with_row_index("row").with_columns(
@@ -132,6 +137,22 @@ class TrainResult:
     valid: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
+
+
+def float_reproducibility(device: torch.device) -> str:
+    """What the manifest promises about the embeddings' bits (the split, the epoch count and
+    every non-float table are exact in any case)."""
+    if device.type == "cpu":
+        return (
+            "bit-identical for the same graph, config and seed on one CPU type and torch build, "
+            "whatever the thread count; another CPU type or torch build may change the last bits "
+            "(about 1e-7 relative)"
+        )
+    return (
+        f"not guaranteed bit-identical on {device.type}: GPU kernels that add with atomics (the "
+        "gradient scatter) may change the last bits (about 1e-7 relative) from run to run; "
+        "the split is exact"
+    )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -255,7 +276,7 @@ def pretrain_cf(
     command: str | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> BuildResult:
-    graph = store.resolve(cfg.graph)
+    graph = store.resolve(cfg.graph, kind="graph")
     name = cfg.artifact_name(graph.name)
     resolve_device(cfg.device)
 
@@ -287,6 +308,7 @@ def pretrain_cf(
             epochs=len(result.curve),
             best_epoch=result.best_epoch,
             stopped_early=result.stopped_early,
+            float_reproducibility=float_reproducibility(resolve_device(cfg.device)),
             median_train_seconds_per_epoch=round(float(np.median(train_secs)), 4),
             valid=result.valid,
             test=result.test,

@@ -161,13 +161,13 @@ class Catalogue:
         items = self.cf.read("item_embeddings")
         scores = items["embedding"].to_numpy() @ users["embedding"].to_numpy()[0]
         seen = set(self.graph.interactions.filter(pl.col("user_id") == user)["item_id"].to_list())
-        order = np.argsort(-scores)
+        order = np.argsort(-scores, kind="stable")  # equal scores: lower item id first
         ids = items["item_id"].to_numpy()
         return [int(ids[j]) for j in order if int(ids[j]) not in seen][:n]
 
     def user_history(self, user: int, n: int = 5) -> list[str]:
         inter = self.graph.interactions.filter(pl.col("user_id") == user)
-        liked = inter.sort(pl.col("timestamp").fill_null(0)).tail(n)
+        liked = inter.sort(pl.col("timestamp").fill_null(0), maintain_order=True).tail(n)
         return [self.titles[i] for i in liked["item_id"].to_list() if i in self.titles]
 
     def retrieve(
@@ -197,7 +197,7 @@ class Catalogue:
             k_user = n // 4 if picked else n
             picked = picked[: n - min(k_user, len(extra))] + extra[:k_user]
         if not picked:
-            pop = sorted(self.popularity, key=lambda i: -self.popularity[i])
+            pop = sorted(self.popularity, key=lambda i: (-self.popularity[i], i))
             picked = [i for i in pop if i not in named][:n]
         out = []
         for item in picked:

@@ -18,6 +18,9 @@ from stages.errors import UserError
 from stages.store import Artifact, ArtifactStore
 
 FAMILY_ORDER = ("simple", "medium", "hard", "interest", "all")
+# Written into every report folder: `--out` replaces a folder only if it holds this marker (a
+# previous report) or is empty, so a mistyped `--out .` never deletes a workdir or a project.
+MARKER = ".rerec-report"
 
 
 @dataclass
@@ -38,9 +41,7 @@ def load_runs(store: ArtifactStore, refs: list[str]) -> list[Run]:
         raise UserError("name at least one eval artifact (e.g. rerec report eval-policy eval-base)")
     runs = []
     for ref in refs:
-        art = store.resolve(ref)
-        if art.manifest.kind != "eval":
-            raise UserError(f"{art.ref} is a {art.manifest.kind} artifact, not an eval")
+        art = store.resolve(ref, kind="eval")
         about = json.loads(art.file("eval.json").read_text())
         policy = None
         if about.get("policy"):
@@ -195,15 +196,34 @@ def plot_curriculum(runs: list[Run], path: Path) -> bool:
     return True
 
 
-def write_report(store: ArtifactStore, refs: list[str], out: Path) -> tuple[list[dict], Path]:
-    """Write report.md, report.json and the plots into ``out`` (replaced as a whole)."""
+def check_out_folder(out: Path) -> None:
+    """``out`` may be replaced only if it is missing, empty, or a previous report."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"--out {out} is a file, not a folder; name a folder for the report")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise UserError(
+            f"--out {out} holds files that are not a rerec report; refusing to replace it "
+            "(name a new or empty folder, or a previous report's)"
+        )
+
+
+def write_report(
+    store: ArtifactStore, refs: list[str], out: Path, *, allow_mismatch: bool = False
+) -> tuple[list[dict], Path, list[str]]:
+    """Write report.md, report.json and the plots into ``out`` (replaced as a whole if it is a
+    previous report); also the warnings about runs over different inputs, when allowed."""
+    out = out.absolute()
+    check_out_folder(out)
     runs = load_runs(store, refs)
+    warnings = store.check_mismatch([r.eval for r in runs], allow=allow_mismatch)
     tables = [table(runs, m) for m in ("accuracy", "ndcg", "valid_format")]
-    out = out.resolve()
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp.mkdir()
     try:
+        (tmp / MARKER).write_text("written by rerec report; `--out` may replace this folder\n")
         plot_accuracy(tables[0], tmp / "accuracy.png")
         plots = ["accuracy.png"]
         if plot_training(runs, tmp / "training.png"):
@@ -211,18 +231,30 @@ def write_report(store: ArtifactStore, refs: list[str], out: Path) -> tuple[list
         if plot_curriculum(runs, tmp / "curriculum.png"):
             plots.append("curriculum.png")
         text = markdown(tables, runs)
+        if warnings:
+            text += "\n" + "\n".join(f"> warning: {w}" for w in warnings) + "\n"
         text += "\n" + "\n".join(f"![{p}]({p})" for p in plots) + "\n"
         (tmp / "report.md").write_text(text)
         (tmp / "report.json").write_text(
             json.dumps(
-                {"runs": [r.about | {"eval": r.eval.ref} for r in runs], "tables": tables}, indent=2
+                {
+                    "runs": [r.about | {"eval": r.eval.ref} for r in runs],
+                    "tables": tables,
+                    "warnings": warnings,
+                },
+                indent=2,
             )
             + "\n"
         )
+        check_out_folder(out)  # nothing else appeared there meanwhile
         if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.rename(out, trash)
+            os.rename(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return tables, out
+    return tables, out, warnings

@@ -7,6 +7,8 @@ Layout under the workdir::
     <name>/<version>/...             any other file the stage needs (DuckDB, weights)
     <name>/latest -> <version>       symlink, moved only after a successful write
     <name>/.tmp-<pid>-<version>-<r>  a write in progress (or one that was killed)
+    .locks/<name>.lock               held (flock) by the process writing <name>
+    .verified/<name>/<version>.json  size and mtime of each file when its hash last matched
 
 The version id is a hash of the artifact name, schema version, resolved config and the content
 hashes of its inputs, so an identical rerun finds its own result and is skipped. A write builds
@@ -14,13 +16,23 @@ the artifact in a temporary folder and renames it into place in one step; the `l
 replaced atomically afterwards. A stage that raises, or a process that is killed, therefore
 leaves the store as it was (apart from a `.tmp-*` folder that readers ignore and the next write
 of that artifact removes).
+
+What a stage reads is checked against its manifest when it is resolved: every file's size and
+mtime against the last verified ones, and its sha256 against the manifest whenever they changed
+(`verify`). A damaged artifact is refused with the file and the command that rebuilds it. One
+process at a time writes an artifact name (`lock`); `--force` over an existing version swaps the
+new folder in with one atomic exchange, so readers never find the version missing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
+import errno
+import fcntl
 import hashlib
+import io
 import json
 import os
 import secrets
@@ -36,13 +48,15 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel
 
-from schemas import ARTIFACTS, ArtifactSchema, SchemaError, schema_for
+from schemas import ARTIFACTS, ArtifactSchema, SchemaError, check_name, schema_for
 from stages.errors import UserError
 from stages.version import code_version
 
 MANIFEST = "manifest.json"
 LATEST = "latest"
 TMP_PREFIX = ".tmp-"
+LOCKS = ".locks"
+VERIFIED = ".verified"
 _HASH_CHUNK = 1 << 20
 
 
@@ -74,6 +88,9 @@ class FileEntry(BaseModel):
     path: str
     bytes: int
     sha256: str
+    # A relative symlink (a policy's link to its base model's weights in the same workdir): the
+    # target is recorded and checked, not hashed again; sha256 is that of the target string.
+    link: str | None = None
 
 
 class Manifest(BaseModel):
@@ -91,6 +108,8 @@ class Manifest(BaseModel):
     wall_seconds: float
     content_hash: str
     files: list[FileEntry]
+    # Things the user chose to go on with (inputs from different ancestors, --allow-mismatch).
+    warnings: list[str] = []
 
     @property
     def total_bytes(self) -> int:
@@ -124,6 +143,18 @@ class Artifact:
         return InputRef(
             name=self.name, version=self.version, content_hash=self.manifest.content_hash
         )
+
+    @property
+    def rebuild_command(self) -> str:
+        """The command that wrote this artifact, with ``--force``: what rebuilds it as it was."""
+        fallback = self.schema.produced_by
+        try:
+            command = shlex.split(self.manifest.command)
+        except ValueError:
+            return fallback
+        if command[:2] != fallback.split()[:2]:  # not written by that rerec command
+            return fallback
+        return shlex.join(command if "--force" in command else [*command, "--force"])
 
     def table_path(self, table: str) -> Path:
         try:
@@ -161,6 +192,8 @@ class ArtifactWriter:
     schema: ArtifactSchema
     row_counts: dict[str, int] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # sha256 of a table written without its timing columns: what the content hash uses for it.
+    content_sha256: dict[str, str] = field(default_factory=dict)
 
     def write_table(self, table: str, df: pl.DataFrame) -> Path:
         """Validate ``df`` against the schema's table and write it as Parquet."""
@@ -172,6 +205,11 @@ class ArtifactWriter:
         out = self.path / f"{table}.parquet"
         df.write_parquet(out, compression="zstd", statistics=True)
         self.row_counts[table] = df.height
+        timing = self.schema.table(table).timing_columns
+        if timing:
+            buf = io.BytesIO()
+            df.drop(timing).write_parquet(buf, compression="zstd", statistics=True)
+            self.content_sha256[out.name] = hashlib.sha256(buf.getvalue()).hexdigest()
         return out
 
     def file(self, relpath: str) -> Path:
@@ -218,10 +256,10 @@ class ArtifactStore:
         self.root = Path(root).expanduser().absolute()
 
     # ----------------------------------------------------------------- reading
-    def names(self) -> list[str]:
+    def names(self, kind: str | None = None) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(
+        names = sorted(
             p.name
             for p in self.root.iterdir()
             if p.is_dir()
@@ -229,6 +267,22 @@ class ArtifactStore:
             and p.name != "__pycache__"
             and any(self._version_dirs(p.name))
         )
+        if kind is None:
+            return names
+        with_kind = []
+        for name in names:
+            with contextlib.suppress(UserError, SchemaError):
+                if schema_for(name).kind == kind:
+                    with_kind.append(name)
+        return with_kind
+
+    def exists(self, name: str) -> bool:
+        """Whether the store holds a version of artifact ``name``."""
+        try:
+            check_name(name)
+        except SchemaError as exc:
+            raise UserError(str(exc)) from None
+        return any(self._version_dirs(name))
 
     def _version_dirs(self, name: str) -> Iterator[Path]:
         base = self.root / name
@@ -253,11 +307,27 @@ class ArtifactStore:
             return None
         return os.readlink(link)
 
-    def resolve(self, ref: str, *, check_schema: bool = True) -> Artifact:
-        """``name`` (its latest version) or ``name@version`` (a version id or a unique prefix)."""
+    def resolve(
+        self,
+        ref: str,
+        *,
+        check_schema: bool = True,
+        verify: bool | None = None,
+        kind: str | None = None,
+    ) -> Artifact:
+        """``name`` (its latest version) or ``name@version`` (a version id or a unique prefix).
+
+        A stage reading the artifact gets it verified against its manifest (``verify``, on by
+        default when the schema is checked); ``kind`` refuses an artifact of another kind."""
         name, _, version = ref.partition("@")
         if not name:
             raise UserError(f"'{ref}' is not an artifact reference; use NAME or NAME@VERSION")
+        try:
+            check_name(name)
+            if version:
+                check_name(version)
+        except SchemaError as exc:
+            raise UserError(f"'{ref}': {exc}") from None
         if not version:
             version = self.latest_version(name) or ""
             if not version:
@@ -277,7 +347,15 @@ class ArtifactStore:
                     f"artifact version {name}@{version} {what} in {self.root} (versions: {known})"
                 )
             path = matches[0]
-        return self._load(path, check_schema=check_schema)
+        artifact = self._load(path, check_schema=check_schema)
+        if kind is not None and artifact.manifest.kind != kind:
+            raise UserError(
+                f"{artifact.ref} is a {artifact.manifest.kind} artifact, not a {kind} "
+                f"(artifacts of that kind: {', '.join(self.names(kind=kind)) or 'none'})"
+            )
+        if check_schema if verify is None else verify:
+            self.verify(artifact)
+        return artifact
 
     def _load(self, path: Path, *, check_schema: bool) -> Artifact:
         try:
@@ -295,6 +373,83 @@ class ArtifactStore:
                 )
         return Artifact(path=path, manifest=manifest)
 
+    # ----------------------------------------------------------------- integrity
+    def problems(self, artifact: Artifact, *, full: bool = False) -> list[str]:
+        """What differs between ``artifact``'s files and its manifest (empty: intact).
+
+        A file whose size and mtime are those recorded when its hash last matched is taken as
+        unchanged; any other is hashed. ``full`` hashes every file, derived ones included, and
+        also reports files the manifest does not list. Derived files (the DuckDB copy of the
+        graph, which a user may open read-write) are otherwise only required to exist: no stage
+        reads them."""
+        derived = set(artifact.schema.derived_files) if not full else set()
+        cache_path = self.root / VERIFIED / artifact.name / f"{artifact.version}.json"
+        cached: dict[str, list[int]] = {}
+        if not full:
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(cache_path.read_text())
+                if data.get("content_hash") == artifact.manifest.content_hash:
+                    cached = data.get("files", {})
+        seen: dict[str, list[int]] = {}
+        out = []
+        for entry in artifact.manifest.files:
+            path = artifact.path / entry.path
+            if entry.link is not None:
+                if not path.is_symlink() or os.readlink(path) != entry.link:
+                    out.append(f"file {entry.path} no longer links to {entry.link}")
+                elif not path.is_file():
+                    out.append(f"file {entry.path} links to {entry.link}, which is missing")
+                continue
+            try:
+                st = path.stat()
+            except OSError:
+                out.append(f"file {entry.path} is missing")
+                continue
+            if entry.path in derived:
+                continue
+            if st.st_size != entry.bytes:
+                out.append(
+                    f"file {entry.path} has {st.st_size:,} bytes where the manifest says "
+                    f"{entry.bytes:,} (truncated or replaced)"
+                )
+                continue
+            stamp = [st.st_size, st.st_mtime_ns]
+            if cached.get(entry.path) != stamp and sha256_file(path) != entry.sha256:
+                out.append(f"file {entry.path} was modified after it was written (sha256 differs)")
+                continue
+            seen[entry.path] = stamp
+        if full:
+            listed = {f.path for f in artifact.manifest.files} | {MANIFEST}
+            extra = [
+                p.relative_to(artifact.path).as_posix()
+                for p in sorted(artifact.path.rglob("*"))
+                if p.is_file() and p.relative_to(artifact.path).as_posix() not in listed
+            ]
+            out += [f"file {e} is not in the manifest" for e in extra]
+        if not out and seen != cached:
+            self._remember_verified(artifact, seen)
+        return out
+
+    def verify(self, artifact: Artifact, *, full: bool = False) -> None:
+        """Raise a UserError naming the first damaged file and the command that rebuilds it."""
+        found = self.problems(artifact, full=full)
+        if found:
+            more = f" (and {len(found) - 1} more problem(s))" if len(found) > 1 else ""
+            raise UserError(
+                f"{artifact.ref} is damaged: {found[0]}{more}; rebuild it with "
+                f"`{artifact.rebuild_command}`"
+            )
+
+    def _remember_verified(self, artifact: Artifact, stamps: Mapping[str, list[int]]) -> None:
+        path = self.root / VERIFIED / artifact.name / f"{artifact.version}.json"
+        data = {"content_hash": artifact.manifest.content_hash, "files": dict(stamps)}
+        with contextlib.suppress(OSError):  # a read-only workdir: verify again next time
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(_tmp_name(path.name))
+            tmp.write_text(_canonical_json(data))
+            os.replace(tmp, path)
+
+    # ----------------------------------------------------------------- lineage
     def lineage(self, artifact: Artifact) -> list[tuple[int, InputRef, Artifact | None]]:
         """Depth-first list of (depth, input ref, the input artifact if still present)."""
         out: list[tuple[int, InputRef, Artifact | None]] = []
@@ -312,7 +467,93 @@ class ArtifactStore:
         walk(artifact, 0)
         return out
 
+    def ancestry(self, artifact: Artifact) -> dict[str, str]:
+        """``name -> version`` of the artifact and every ancestor the store still knows."""
+        found = {artifact.name: artifact.version}
+        for _, ref, _ in self.lineage(artifact):
+            found.setdefault(ref.name, ref.version)
+        return found
+
+    def mismatches(self, artifacts: Sequence[Artifact]) -> list[str]:
+        """Where artifacts that meet descend from different versions of one artifact: one line
+        each, naming both versions (``queries@a`` from ``graph@1`` but ``cf@b`` from
+        ``graph@2``). Empty when they agree."""
+        seen: dict[str, tuple[str, Artifact]] = {}
+        out = []
+        for art in artifacts:
+            for name, version in self.ancestry(art).items():
+                if name not in seen:
+                    seen[name] = (version, art)
+                    continue
+                first_version, first = seen[name]
+                if version != first_version:
+                    out.append(
+                        f"{first.ref} comes from {name}@{first_version} but {art.ref} "
+                        f"from {name}@{version}"
+                    )
+        return out
+
+    def check_mismatch(self, artifacts: Sequence[Artifact], *, allow: bool) -> list[str]:
+        """Stop when ``artifacts`` come from different ancestors, unless ``allow``: then the
+        mismatches are returned as warnings for the manifest (and printed)."""
+        found = self.mismatches([a for a in artifacts if a is not None])
+        if found and not allow:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise UserError(
+                f"inputs from different versions: {found[0]}{more}; rebuild the older one or "
+                "pass --allow-mismatch"
+            )
+        for line in found:
+            print(f"warning: inputs from different versions: {line}", file=sys.stderr)
+        return [f"inputs from different versions: {line}" for line in found]
+
     # ----------------------------------------------------------------- writing
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold the write lock of artifact ``name`` (re-entrant within a process). A second
+        process that wants it is refused at once with the holder's pid, rather than waiting
+        behind a training run or overwriting its result."""
+        check_name(name)
+        held = _HELD_LOCKS.get((self.root, name))
+        if held is not None:
+            _HELD_LOCKS[(self.root, name)] = (held[0], held[1] + 1)
+            try:
+                yield
+            finally:
+                fd, depth = _HELD_LOCKS[(self.root, name)]
+                _HELD_LOCKS[(self.root, name)] = (fd, depth - 1)
+            return
+        folder = self.root / LOCKS
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise UserError(
+                f"{name} is being written by pid {holder}; wait for it to finish, or stop it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD_LOCKS[(self.root, name)] = (fd, 1)
+        try:
+            yield
+        finally:
+            _HELD_LOCKS.pop((self.root, name), None)
+            os.close(fd)  # releases the lock
+
+    def existing(self, name: str, vid: str) -> Artifact | None:
+        """Version ``vid`` of ``name`` if it is there and intact (a damaged one is rebuilt)."""
+        final = self.root / name / vid
+        if not (final / MANIFEST).is_file():
+            return None
+        artifact = self._load(final, check_schema=True)
+        return None if self.problems(artifact) else artifact
+
     def build(
         self,
         name: str,
@@ -322,62 +563,71 @@ class ArtifactStore:
         build: Callable[[ArtifactWriter], None],
         force: bool = False,
         command: str | None = None,
+        warnings: Sequence[str] = (),
     ) -> BuildResult:
         """Create artifact ``name`` by calling ``build(writer)`` in a temporary folder.
 
-        Skips the call when an artifact with the same version id exists (unless ``force``).
-        The artifact appears, and ``latest`` moves, only if ``build`` returns normally.
-        """
+        Skips the call when an intact artifact with the same version id exists (unless
+        ``force``). The artifact appears, and ``latest`` moves, only if ``build`` returns
+        normally. ``warnings`` (what the user chose to go on with) stay in the manifest."""
         schema = schema_for(name)
         cfg = _config_dict(config)
         refs = [a.as_input() for a in inputs]
         vid = version_id(name, schema.version, cfg, refs)
         base = self.root / name
         final = base / vid
-        if (final / MANIFEST).is_file() and not force:
-            artifact = self._load(final, check_schema=True)
-            self._point_latest(base, vid)
-            return BuildResult(artifact, skipped=True)
+        with self.lock(name):
+            found = None if force else self.existing(name, vid)
+            if found is not None:
+                self._point_latest(base, vid)
+                return BuildResult(found, skipped=True)
 
-        new_base = not base.exists()
-        base.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_tmp(base)
-        tmp = base / _tmp_name(vid)
-        tmp.mkdir()
-        writer = ArtifactWriter(path=tmp, schema=schema)
-        started = time.perf_counter()
-        try:
-            build(writer)
-            self._check_complete(writer)
-            files = self._file_entries(tmp)
-            manifest = Manifest(
-                name=name,
-                version=vid,
-                kind=schema.kind,
-                schema_version=schema.version,
-                created_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-                command=command or _current_command(),
-                config=cfg,
-                inputs=refs,
-                code_version=code_version(),
-                row_counts=writer.row_counts,
-                metrics=writer.metrics,
-                wall_seconds=round(time.perf_counter() - started, 3),
-                content_hash=_content_hash(
-                    [f for f in files if f.path not in schema.derived_files]
-                ),
-                files=files,
-            )
-            (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
-            self._swap_into_place(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if new_base:
-                with contextlib.suppress(OSError):  # only if nothing else appeared in it
-                    base.rmdir()
-            raise
-        self._point_latest(base, vid)
-        return BuildResult(Artifact(path=final, manifest=manifest), skipped=False)
+            new_base = not base.exists()
+            base.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_tmp(base)
+            tmp = base / _tmp_name(vid)
+            tmp.mkdir()
+            writer = ArtifactWriter(path=tmp, schema=schema)
+            started = time.perf_counter()
+            try:
+                build(writer)
+                self._check_complete(writer)
+                files = self._file_entries(tmp)
+                manifest = Manifest(
+                    name=name,
+                    version=vid,
+                    kind=schema.kind,
+                    schema_version=schema.version,
+                    created_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                    command=command or _current_command(),
+                    config=cfg,
+                    inputs=refs,
+                    code_version=code_version(),
+                    row_counts=writer.row_counts,
+                    metrics=writer.metrics,
+                    wall_seconds=round(time.perf_counter() - started, 3),
+                    content_hash=_content_hash(
+                        [f for f in files if f.path not in schema.derived_files],
+                        writer.content_sha256,
+                    ),
+                    files=files,
+                    warnings=list(warnings),
+                )
+                (tmp / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n")
+                stamps = {
+                    f.path: [(st := (tmp / f.path).stat()).st_size, st.st_mtime_ns] for f in files
+                }
+                self._swap_into_place(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if new_base:
+                    with contextlib.suppress(OSError):  # only if nothing else appeared in it
+                        base.rmdir()
+                raise
+            self._point_latest(base, vid)
+            artifact = Artifact(path=final, manifest=manifest)
+            self._remember_verified(artifact, stamps)  # renames keep mtimes
+        return BuildResult(artifact, skipped=False)
 
     @staticmethod
     def _check_complete(writer: ArtifactWriter) -> None:
@@ -391,7 +641,17 @@ class ArtifactStore:
     def _file_entries(folder: Path) -> list[FileEntry]:
         entries = []
         for p in sorted(folder.rglob("*")):
-            if p.is_file() and p.name != MANIFEST:
+            if p.is_symlink() and p.is_file():
+                target = os.readlink(p)
+                entries.append(
+                    FileEntry(
+                        path=p.relative_to(folder).as_posix(),
+                        bytes=0,
+                        sha256=hashlib.sha256(f"link:{target}".encode()).hexdigest(),
+                        link=target,
+                    )
+                )
+            elif p.is_file() and p.name != MANIFEST:
                 entries.append(
                     FileEntry(
                         path=p.relative_to(folder).as_posix(),
@@ -403,13 +663,15 @@ class ArtifactStore:
 
     @staticmethod
     def _swap_into_place(tmp: Path, final: Path) -> None:
-        if final.exists():  # --force over an existing version: move it aside, then swap
+        if not final.exists():
+            os.rename(tmp, final)
+        elif _exchange(tmp, final):  # --force: one atomic swap, the old version lands in tmp
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:  # no renameat2 here: a brief moment without the version
             trash = final.with_name(_tmp_name(f"old-{final.name}"))
             os.rename(final, trash)
             os.rename(tmp, final)
             shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
 
     @staticmethod
     def _point_latest(base: Path, vid: str) -> None:
@@ -422,14 +684,36 @@ class ArtifactStore:
 
     @staticmethod
     def _remove_stale_tmp(base: Path) -> None:
+        """Remove what killed writes left: only names this module makes (``.tmp-<pid>-...``)
+        of processes that are gone."""
         for p in base.glob(f"{TMP_PREFIX}*"):
             pid_text = p.name[len(TMP_PREFIX) :].split("-", 1)[0]
-            pid = int(pid_text) if pid_text.isdigit() else None
-            if pid is None or not _pid_alive(pid):
-                if p.is_symlink() or p.is_file():
-                    p.unlink(missing_ok=True)
-                else:
-                    shutil.rmtree(p, ignore_errors=True)
+            if not pid_text.isdigit() or _pid_alive(int(pid_text)):
+                continue
+            if p.is_symlink() or p.is_file():
+                p.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+
+
+# Locks this process holds: (store root, name) -> (file descriptor, depth).
+_HELD_LOCKS: dict[tuple[Path, str], tuple[int, int]] = {}
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _tmp_name(label: str) -> str:
@@ -437,10 +721,12 @@ def _tmp_name(label: str) -> str:
     return f"{TMP_PREFIX}{os.getpid()}-{label}-{secrets.token_hex(3)}"
 
 
-def _content_hash(files: Sequence[FileEntry]) -> str:
+def _content_hash(files: Sequence[FileEntry], replace: Mapping[str, str] | None = None) -> str:
+    """Over the files' paths and sha256s; ``replace`` gives the hash to use instead for some
+    (tables without their timing columns)."""
     h = hashlib.sha256()
     for f in files:
-        h.update(f"{f.path}\0{f.sha256}\n".encode())
+        h.update(f"{f.path}\0{(replace or {}).get(f.path, f.sha256)}\n".encode())
     return h.hexdigest()
 
 

@@ -9,9 +9,10 @@ on as Polars frames.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 import polars as pl
@@ -52,13 +53,18 @@ def read_delimited(
     columns: Mapping[str, str],
     *,
     names: Sequence[str] | None = None,
+    optional: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
     """Read ``columns`` (name -> DuckDB type) of a delimited file.
 
-    With a header, ``columns`` are looked up by header name (extra columns are ignored); without
-    one, ``names`` names every column in order. Type errors name the line and the column.
+    With a header, ``columns`` are looked up by header name (extra columns are ignored), and
+    ``optional`` columns are read too where the header has them; without one, ``names`` names
+    every column in order. Type errors name the line and the column.
     """
     header_cols = _header(path, dialect) if dialect.header else list(names or [])
+    if optional:
+        extra = {c: t for c, t in optional.items() if c in header_cols and c not in columns}
+        columns = {**columns, **extra}
     if dialect.header:
         if len(header_cols) <= 1 and len(columns) > 1:
             first = _clip(header_cols[0] if header_cols else "")
@@ -98,12 +104,16 @@ def read_delimited(
         con.close()
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _header(path: Path, dialect: Dialect) -> list[str]:
-    """The header fields, split the way DuckDB will split them."""
+    """The header fields, split the way DuckDB will split them. A UTF-8 byte-order mark (Excel
+    writes one) is not part of the first name; DuckDB itself skips it when reading the rows."""
     encoding = "latin-1" if dialect.encoding == "latin-1" else "utf-8"
     try:
         with open(path, "rb") as f:
-            line = f.readline().decode(encoding).rstrip("\r\n")
+            line = f.readline().removeprefix(_BOM).decode(encoding).rstrip("\r\n")
     except UnicodeDecodeError:
         raise UserError(
             f"{path}: not {encoding} text (line 1); set the file's encoding "
@@ -146,18 +156,23 @@ def _explain(path: Path, dialect: Dialect, exc: duckdb.Error) -> str:
     return f"{where}: cannot read it ({_clip(first, 160)})"
 
 
-def read_parquet(path: Path, columns: Sequence[str]) -> pl.DataFrame:
+def read_parquet(path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> pl.DataFrame:
+    """Read ``columns`` of a Parquet file, and ``optional`` ones where the file has them. A
+    byte-order mark left on a column name (a BOM-headed CSV read into pandas) is ignored."""
     try:
         schema = pl.read_parquet_schema(path)
     except Exception:  # polars raises several error types for a non-Parquet file
         raise UserError(f"{path}: not a Parquet file") from None
-    missing = [c for c in columns if c not in schema]
+    stored = {name.removeprefix("\ufeff"): name for name in schema}
+    missing = [c for c in columns if c not in stored]
     if missing:
         raise UserError(
-            f"{path}: missing column '{missing[0]}' (found: {', '.join(schema)}); "
+            f"{path}: missing column '{missing[0]}' (found: {', '.join(stored)}); "
             "rename it or map it in the config"
         )
-    return pl.read_parquet(path, columns=list(columns))
+    wanted = list(dict.fromkeys([*columns, *(c for c in optional if c in stored)]))
+    df = pl.read_parquet(path, columns=[stored[c] for c in wanted])
+    return df.rename({stored[c]: c for c in wanted if stored[c] != c})
 
 
 def first_duplicate(df: pl.DataFrame, key: str) -> object | None:
@@ -176,3 +191,115 @@ def check_unique(df: pl.DataFrame, key: str, path: Path, label: str | None = Non
             f"{path}: duplicate id {dup!r} in column '{label or key}' (data rows {rows[0] + 1} and "
             f"{rows[1] + 1}); ids must be unique"
         )
+
+
+# ------------------------------------------------------------------ values, row by row
+ROW = "__row"  # 1-based data row number (header not counted), added before any row is dropped
+ColumnKind = Literal["id", "text", "number", "timestamp", "integer"]
+
+
+def with_rows(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with its data row numbers in column ``ROW``, for messages that name the row."""
+    return df.with_row_index(ROW, offset=1)
+
+
+def fail_on_first(df: pl.DataFrame, bad: pl.Expr, message: Callable[[dict], str]) -> None:
+    """Raise ``message(row)`` for the first row where ``bad`` holds (``row[ROW]``: its number)."""
+    hit = df.filter(bad).head(1)
+    if hit.height:
+        raise UserError(message(hit.row(0, named=True)))
+
+
+def _short(value: object) -> str:
+    return repr(_clip(value)) if isinstance(value, str) else repr(value)
+
+
+def typed_column(df: pl.DataFrame, name: str, kind: ColumnKind, path: Path) -> pl.Series:
+    """Column ``name`` of ``df`` (which has ``ROW``) as the type ``kind`` needs, or a one-line
+    error. CSV columns arrive typed by DuckDB; Parquet ones come as the file stored them:
+
+    id         String; from text or whole numbers only (a list, a float, a struct is an error)
+    text       String; from any scalar type
+    number     Float64; from numbers, or from text that parses as a number (else: error, row)
+    timestamp  Int64 seconds; from whole numbers, finite floats, dates, datetimes or numeric text
+    integer    Int32; lax: text that is not a whole number becomes null (years, ages)
+    """
+    col = df.get_column(name)
+    dtype = col.dtype
+    textual = dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))
+    nested = dtype.is_nested() or dtype in (pl.Binary, pl.Object)
+    dated = isinstance(dtype, pl.Datetime) or dtype == pl.Date
+    whole = dtype.is_integer() or dtype == pl.Null
+
+    def wrong(expected: str) -> UserError:
+        return UserError(
+            f"{path}: column '{name}' holds {dtype} values; expected {expected} — write it "
+            "so, or map another column with --column"
+        )
+
+    def fail_where(bad: pl.Expr, frame: pl.DataFrame, what: str) -> None:
+        fail_on_first(
+            frame,
+            pl.col(name).is_not_null() & bad,
+            lambda r: (
+                f"{path} row {r[ROW]}: column '{name}' holds {_short(r[name])}, which is not "
+                f"{what}; fix or remove the row"
+            ),
+        )
+
+    def parsed(target: type[pl.DataType], what: str) -> pl.Series:
+        out = col.cast(pl.String).str.strip_chars().cast(target, strict=False)
+        fail_where(pl.col("__parsed").is_null(), df.with_columns(out.alias("__parsed")), what)
+        return out
+
+    if kind == "id":
+        if not (textual or whole):
+            raise wrong("one id per row, as text or a whole number")
+        return col.cast(pl.String)
+    if nested:
+        raise wrong("one value per row")
+    if kind == "text":
+        return col.cast(pl.String)
+    if kind == "integer":  # lax, as in CSV: "n/a" -> null; a date gives its year
+        if dated:
+            return col.dt.year().cast(pl.Int32)
+        return (col.cast(pl.String) if textual else col).cast(pl.Int32, strict=False)
+    if kind == "number":
+        if textual:
+            return parsed(pl.Float64, "a number")
+        if not (dtype.is_numeric() or whole):
+            raise wrong("numbers")
+        return col.cast(pl.Float64)
+    # timestamp
+    if textual:
+        return parsed(pl.Int64, "a whole number of seconds")
+    if dated:
+        return col.cast(pl.Datetime("ms")).dt.epoch("s") if dtype == pl.Date else col.dt.epoch("s")
+    if dtype.is_float():
+        fail_where(~pl.col(name).is_finite(), df, "a timestamp")
+        return col.cast(pl.Int64)
+    if not (whole or dtype.is_decimal()):
+        raise wrong("timestamps (seconds since 1970, or dates)")
+    return col.cast(pl.Int64)
+
+
+def check_filled(df: pl.DataFrame, col: str, path: Path, label: str, what: str) -> None:
+    """No null, empty or blank ``col`` (a String column; ``label``: its name in the file)."""
+    fail_on_first(
+        df,
+        pl.col(col).is_null() | (pl.col(col).str.strip_chars() == ""),
+        lambda r: (
+            f"{path} row {r[ROW]}: empty {what} in column '{label}'; fill it in or remove the row"
+        ),
+    )
+
+
+def check_no_nul(df: pl.DataFrame, col: str, path: Path, label: str) -> None:
+    """No NUL character in ``col``: C-string tools (DuckDB's CLI, tokenizers) cut text there."""
+    fail_on_first(
+        df,
+        pl.col(col).str.contains("\x00", literal=True),
+        lambda r: (
+            f"{path} row {r[ROW]}: column '{label}' holds a NUL byte ({_short(r[col])}); remove it"
+        ),
+    )

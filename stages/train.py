@@ -21,6 +21,7 @@ How the pieces sit on TRL's `GRPOTrainer`:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -78,14 +79,13 @@ class Inputs:
     model_artifact: Artifact | None
     model_path: str  # folder (or hub id)
     train: pl.DataFrame
+    warnings: list[str]  # inputs from different ancestors, allowed with --allow-mismatch
 
 
 def load_inputs(store: ArtifactStore, cfg: TrainConfig) -> Inputs:
-    queries = store.resolve(cfg.queries)
-    if queries.manifest.kind != "queries":
-        raise UserError(f"{queries.ref} is not a queries artifact")
+    queries = store.resolve(cfg.queries, kind="queries")
     if cfg.graph:
-        graph = store.resolve(cfg.graph)
+        graph = store.resolve(cfg.graph, kind="graph")
     else:
         refs = [i for i in queries.manifest.inputs if i.name.startswith("graph")]
         if not refs:
@@ -99,10 +99,14 @@ def load_inputs(store: ArtifactStore, cfg: TrainConfig) -> Inputs:
                 f"PAS needs LightGCN embeddings: no artifact '{cf_name}' in {store.root}; "
                 f"run `rerec pretrain-cf --graph {graph.name}` or pass --no-pas"
             )
-        cf = store.resolve(cf_name)
+        cf = store.resolve(cf_name, kind="embeddings")
     model_artifact, model_path = resolve_model(store, cfg.model)
+    warnings = store.check_mismatch(
+        [a for a in (queries, graph, cf, model_artifact) if a is not None],
+        allow=cfg.allow_mismatch,
+    )
     train = read_split(queries, "train", families=cfg.families, limit=cfg.limit, seed=cfg.seed)
-    return Inputs(queries, graph, cf, model_artifact, model_path, train)
+    return Inputs(queries, graph, cf, model_artifact, model_path, train, warnings)
 
 
 def build_dataset(train: pl.DataFrame, cfg: TrainConfig) -> Dataset:
@@ -723,11 +727,46 @@ def train_policy(
     from schemas import schema_for
 
     vid = version_id(name, schema_for(name).version, config, [a.as_input() for a in art_inputs])
-    existing = store.root / name / vid / "manifest.json"
-    if existing.is_file() and not force:
+    if not force and store.existing(name, vid) is not None:
         return store.build(name, config=config, inputs=art_inputs, build=_never, command=command)
 
     dist = PartialState(cpu=device == "cpu")
+    # The main process holds the artifact's write lock for the whole run: a second run of the
+    # same policy is refused instead of deleting this one's checkpoints.
+    with store.lock(name) if dist.is_main_process else contextlib.nullcontext():
+        return _train_and_write(
+            store,
+            cfg,
+            inputs,
+            name,
+            vid,
+            config,
+            art_inputs,
+            dist,
+            device,
+            force=force,
+            resume=resume,
+            command=command,
+            on_step=on_step,
+        )
+
+
+def _train_and_write(
+    store: ArtifactStore,
+    cfg: TrainConfig,
+    inputs: Inputs,
+    name: str,
+    vid: str,
+    config: dict[str, Any],
+    art_inputs: list[Artifact],
+    dist: Any,
+    device: str,
+    *,
+    force: bool,
+    resume: bool,
+    command: str | None,
+    on_step: Callable[[dict[str, Any], int], None] | None,
+) -> BuildResult:
     world = dist.num_processes
     batch_layout(cfg, world)  # a bad layout fails before anything is loaded
     folder = run_dir(store, name, vid)
@@ -760,7 +799,13 @@ def train_policy(
             write_policy(writer, trainer, tokenizer, cfg, inputs)
 
         result = store.build(
-            name, config=config, inputs=art_inputs, build=build, force=True, command=command
+            name,
+            config=config,
+            inputs=art_inputs,
+            build=build,
+            force=True,
+            command=command,
+            warnings=inputs.warnings,
         )
         shutil.rmtree(folder, ignore_errors=True)
     dist.wait_for_everyone()
@@ -771,6 +816,39 @@ def train_policy(
 
 def _never(writer: ArtifactWriter) -> None:  # pragma: no cover - the artifact exists
     raise AssertionError("the policy exists; nothing to build")
+
+
+# Files of the base model linked into a LoRA policy's model/ folder (see `portable_adapter`).
+def _base_model_file(name: str) -> bool:
+    return name in {"config.json", "generation_config.json"} or name.endswith(
+        (".safetensors", ".safetensors.index.json")
+    )
+
+
+def portable_adapter(model_dir: Path, base: Artifact, base_path: str) -> None:
+    """Make a LoRA policy's `model/` folder survive moving the workdir.
+
+    PEFT records the base model's absolute path, which breaks when the workdir moves. The
+    adapter config names the base relative to the adapter folder instead
+    (``../../../<base>/<version>/model``, inside the same workdir), and the base model's config
+    and weights are linked in with relative symlinks (no copy): the folder is then a complete
+    transformers folder with an embedded adapter, and ``AutoModelForCausalLM.from_pretrained``
+    on it loads base and adapter from any working directory, moved or not. PEFT's own
+    ``AutoPeftModelForCausalLM`` resolves the base path against the working directory, so it
+    needs to run from the adapter folder. rerec finds the base through policy.json (a store
+    reference) and reads only the adapter from this folder.
+    """
+    rel = Path("..", "..", "..", base.path.parent.name, base.path.name, "model")
+    config_file = model_dir / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = rel.as_posix()
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+    card = model_dir / "README.md"  # PEFT's model card repeats the path
+    if card.is_file():
+        card.write_text(card.read_text().replace(base_path, rel.as_posix()))
+    for f in sorted(Path(base_path).iterdir()):
+        if _base_model_file(f.name) and not (model_dir / f.name).exists():
+            (model_dir / f.name).symlink_to(rel / f.name)
 
 
 def write_policy(
@@ -785,6 +863,8 @@ def write_policy(
     model = trainer.accelerator.unwrap_model(trainer.model)
     model.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
+    if cfg.lora and inputs.model_artifact is not None:
+        portable_adapter(model_dir, inputs.model_artifact, inputs.model_path)
     base = inputs.model_artifact.ref if inputs.model_artifact else inputs.model_path
     policy = {
         "base_model": base,

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from schemas import check_name
 from stages.config import StageConfig
 
 ALGOS = ("rerec", "grpo", "reinforce++")
@@ -31,6 +32,11 @@ class TrainConfig(StageConfig):
     )
     output: str | None = Field(
         default=None, description="artifact to write (default: policy, or policy-X for queries-X)"
+    )
+    allow_mismatch: bool = Field(
+        default=False,
+        description="train although queries, graph and cf come from different versions of a "
+        "common input (a warning, kept in the manifest, instead of an error)",
     )
     algo: Literal["rerec", "grpo", "reinforce++"] = Field(
         default="rerec",
@@ -121,10 +127,8 @@ class TrainConfig(StageConfig):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if self.output is not None and not (
-            self.output == "policy" or self.output.startswith("policy-")
-        ):
-            raise ValueError("output must be 'policy' or start with 'policy-'")
+        if self.output is not None:
+            check_name(self.output, "policy")
         if self.algo != "rerec":
             changed = [
                 f"--no-{n}"
