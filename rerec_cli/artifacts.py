@@ -237,6 +237,6 @@ def verify_artifacts(
         return
     out.print(table)
     for line in damaged:
-        out.print(f"damaged: {line}", markup=False, highlight=False)
+        out.print(f"damaged: {line}", markup=False, highlight=False, soft_wrap=True)
     if damaged:
         raise UserError(f"{len(damaged)} problem(s) in {store.root}; see above")

@@ -148,6 +148,8 @@ class Artifact:
     def rebuild_command(self) -> str:
         """The command that wrote this artifact, with ``--force``: what rebuilds it as it was."""
         fallback = self.schema.produced_by
+        if self.name in fallback.split():  # already names this artifact (`rerec fetch NAME`)
+            return fallback
         try:
             command = shlex.split(self.manifest.command)
         except ValueError:
