@@ -10,11 +10,12 @@ export REREC_WORKDIR := $(WORKDIR)
 # The demo evaluates 24 test queries (the same seeded sample for every run) with short answers.
 DEMO_EVAL := --limit 24 --max-new-tokens 96 --quiet
 
-.PHONY: demo test install lint fetch lock clean-workdir help
+.PHONY: demo test install lint fetch lock clean-workdir help experiment
 
 help:
 	@echo "make demo    set up, fetch real data + SmolLM2-135M, run every stage (CPU)"
 	@echo "make test    set up and run the test suite (no network needed)"
+	@echo "make experiment  base/sft/sft->grpo/sft->rerec + ablations on 500 test queries (hours, resumable)"
 	@echo "make lint    ruff check + format check"
 	@echo "make lock    regenerate constraints/cpu.txt from the current virtualenv"
 
@@ -44,6 +45,13 @@ demo: install
 	$(REREC) report eval-policy eval-base eval-random eval-popular eval-lightgcn eval-attribute
 	$(REREC) recommend "a comedy directed by Woody Allen" --max-new-tokens 96
 	$(REREC) artifacts list
+
+# The paper's comparison at our scale (configs/experiment/smollm2-cpu.yaml). Its own workdir,
+# outside the checkout by default, so it survives a fresh checkout and resumes where it stopped.
+EXPERIMENT_CONFIG ?= configs/experiment/smollm2-cpu.yaml
+EXPERIMENT_WORKDIR ?= $(HOME)/rerec-runs/fidelity-smollm2-cpu
+experiment: install
+	REREC_WORKDIR=$(EXPERIMENT_WORKDIR) $(BIN)/python benchmarks/experiment.py --config $(EXPERIMENT_CONFIG)
 
 test: install
 	$(BIN)/python -m pytest -q

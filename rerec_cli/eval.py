@@ -16,12 +16,13 @@ from schemas.eval import EVAL_METRICS
 from stages.config import field_help, resolve_config
 from stages.console import console
 from stages.eval_config import EvalConfig
+from stages.prompts import describe_token_stats
 
 H = EvalConfig
 
 
-def _opt(name: str, *flags: str) -> Any:
-    return typer.Option(*flags, help=field_help(H, name))
+def _opt(name: str, *flags: str, **kw: Any) -> Any:
+    return typer.Option(*flags, help=field_help(H, name), **kw)
 
 
 @app.command("eval")
@@ -37,15 +38,19 @@ def eval_command(
     output: Annotated[str | None, _opt("output")] = None,
     k: Annotated[int | None, _opt("k")] = None,
     candidate_facts: Annotated[
-        bool | None, _opt("candidate_facts", "--candidate-facts/--no-candidate-facts")
+        str | None, _opt("candidate_facts", "--candidate-facts", metavar="none|compact|full")
     ] = None,
-    history: Annotated[int | None, _opt("history")] = None,
+    named_facts: Annotated[
+        bool | None, _opt("named_facts", "--named-facts/--no-named-facts")
+    ] = None,
+    history: Annotated[int | None, _opt("history", "--history", metavar="N")] = None,
     batch_size: Annotated[int | None, _opt("batch_size")] = None,
     max_new_tokens: Annotated[int | None, _opt("max_new_tokens")] = None,
     temperature: Annotated[float | None, _opt("temperature")] = None,
     bootstrap: Annotated[int | None, _opt("bootstrap")] = None,
     seed: Annotated[int | None, _opt("seed")] = None,
     device: Annotated[str | None, _opt("device")] = None,
+    precision: Annotated[str | None, _opt("precision")] = None,
     use_vllm: Annotated[bool | None, _opt("use_vllm", "--use-vllm")] = None,
     allow_mismatch: Annotated[bool | None, _opt("allow_mismatch", "--allow-mismatch")] = None,
     config: Annotated[
@@ -84,6 +89,7 @@ def eval_command(
             force=force,
             command=command_line(),
             on_batch=None if quiet else on_batch,
+            on_prompts=None if quiet else print_prompt_tokens,
         )
     finally:
         if task:
@@ -92,6 +98,11 @@ def eval_command(
     status = " (already evaluated; --force to redo)" if result.skipped else ""
     out.print(f"[bold]{art.ref}[/bold]{status}: {art.manifest.metrics.get('queries', 0):,} queries")
     out.print(metrics_view(art.read("metrics")))
+
+
+def print_prompt_tokens(stats: pl.DataFrame) -> None:
+    """The rendered split's prompt lengths per family, on stderr."""
+    console.print(describe_token_stats(stats), markup=False)
 
 
 def metrics_view(metrics: pl.DataFrame) -> Table:

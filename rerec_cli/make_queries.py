@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import polars as pl
 import typer
 from rich.table import Table
 
@@ -15,7 +16,7 @@ from stages.config import field_help, resolve_config
 from stages.console import console
 from stages.errors import UserError
 from stages.make_queries import MakeQueriesConfig, check_artifact, example_rows, make_queries
-from stages.prompts import render_user_message
+from stages.prompts import prompt_token_stats, render_user_message
 
 H = MakeQueriesConfig
 
@@ -64,6 +65,15 @@ def make_queries_command(
     show_prompt: Annotated[
         bool, typer.Option("--show-prompt", help="Also print the rendered prompt of each example.")
     ] = False,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer",
+            help="Also print the test prompts' token counts (median / max per family) for each "
+            "candidate-facts mode, with this model's tokenizer and chat template: a model "
+            "artifact (smollm2-135m), a folder or a hub id.",
+        ),
+    ] = None,
 ) -> None:
     """Generate simple / medium (implicit) / hard (misinformed) / interest queries with
     1 positive + N negatives from the graph and users' histories; every query is checked."""
@@ -132,6 +142,42 @@ def make_queries_command(
         )
         if show_prompt:
             out.print(render_user_message(row), markup=False)
+    if tokenizer is not None:
+        out.print(token_table(art.read("queries"), tokenizer))
+
+
+PROMPT_VARIANTS = (
+    ("titles only", {}),
+    ("compact facts", {"candidate_facts": "compact"}),
+    ("compact + named facts", {"candidate_facts": "compact", "named_facts": True}),
+    ("full facts", {"candidate_facts": "full"}),
+    ("full + named facts", {"candidate_facts": "full", "named_facts": True}),
+)
+
+
+def token_table(queries: pl.DataFrame, model: str) -> Table:
+    """Prompt tokens of the test split (or of every query when there is none) per prompt
+    option and family."""
+    from transformers import AutoTokenizer
+
+    from stages.generation import resolve_model
+
+    path = resolve_model(state.store, model)[1]
+    tok = AutoTokenizer.from_pretrained(path)
+    test = queries.filter(pl.col("split") == "test")
+    rows = test if test.height else queries
+    table = Table(title=f"prompt tokens, median / max ({model} chat template)")
+    table.add_column("prompt")
+    stats = [(label, prompt_token_stats(rows, tok, **opts)) for label, opts in PROMPT_VARIANTS]
+    families = stats[0][1]["family"].to_list()
+    for fam in families:
+        table.add_column(fam, justify="right")
+    for label, frame in stats:
+        cells = {
+            r["family"]: f"{r['median']:.0f} / {r['max']}" for r in frame.iter_rows(named=True)
+        }
+        table.add_row(label, *(cells[f] for f in families))
+    return table
 
 
 def _print_checks(ref: str, problems: dict[str, int]) -> None:

@@ -31,6 +31,14 @@ def report_command(
             "splits); the warning is written into the report.",
         ),
     ] = False,
+    paired: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--paired-against",
+            help="eval artifact to compare every run with: the accuracy difference and its "
+            "95% paired bootstrap interval (repeatable)",
+        ),
+    ] = None,
 ) -> None:
     """Compare evaluations like the paper's table: rows = runs and baselines, columns =
     domain-family accuracy; also NDCG and valid-format tables, accuracy/training/curriculum
@@ -38,7 +46,11 @@ def report_command(
     from stages.report import write_report  # matplotlib: only when reporting
 
     tables, folder, _ = write_report(
-        state.store, runs, out_dir or state.store.root / "report", allow_mismatch=allow_mismatch
+        state.store,
+        runs,
+        out_dir or state.store.root / "report",
+        allow_mismatch=allow_mismatch,
+        paired=paired,
     )
     for t in tables:
         out.print(view(t))

@@ -14,13 +14,14 @@ from rerec_cli.app import app, command_line, state
 from rerec_cli.output import out
 from stages.config import field_help, resolve_config
 from stages.console import console
+from stages.prompts import describe_token_stats
 from stages.train_config import TrainConfig
 
 H = TrainConfig
 
 
-def _opt(name: str, *flags: str) -> Any:
-    return typer.Option(*flags, help=field_help(H, name))
+def _opt(name: str, *flags: str, **kw: Any) -> Any:
+    return typer.Option(*flags, help=field_help(H, name), **kw)
 
 
 @app.command("train")
@@ -57,9 +58,17 @@ def train_command(
     advantage: Annotated[str | None, _opt("advantage")] = None,
     tau: Annotated[float | None, _opt("tau")] = None,
     k: Annotated[int | None, _opt("k")] = None,
+    candidate_facts: Annotated[
+        str | None, _opt("candidate_facts", "--candidate-facts", metavar="none|compact|full")
+    ] = None,
+    named_facts: Annotated[
+        bool | None, _opt("named_facts", "--named-facts/--no-named-facts")
+    ] = None,
+    history: Annotated[int | None, _opt("history", "--history", metavar="N")] = None,
     save_steps: Annotated[int | None, _opt("save_steps")] = None,
     seed: Annotated[int | None, _opt("seed")] = None,
     device: Annotated[str | None, _opt("device")] = None,
+    precision: Annotated[str | None, _opt("precision")] = None,
     use_vllm: Annotated[bool | None, _opt("use_vllm", "--use-vllm")] = None,
     vllm_mode: Annotated[str | None, _opt("vllm_mode")] = None,
     tensorboard: Annotated[bool | None, _opt("tensorboard", "--tensorboard")] = None,
@@ -81,7 +90,13 @@ def train_command(
 
     with _progress(quiet) as on_step:
         result = train_policy(
-            state.store, cfg, force=force, resume=resume, command=command_line(), on_step=on_step
+            state.store,
+            cfg,
+            force=force,
+            resume=resume,
+            command=command_line(),
+            on_step=on_step,
+            on_prompts=None if quiet else print_prompt_tokens,
         )
     art = result.artifact
     m = art.manifest.metrics
@@ -97,6 +112,11 @@ def train_command(
 
 
 _NOT_CONFIG = {"config", "resume", "force", "quiet"}
+
+
+def print_prompt_tokens(stats: pl.DataFrame) -> None:
+    """The rendered split's prompt lengths per family, on stderr."""
+    console.print(describe_token_stats(stats), markup=False)
 
 
 def reward_curve(log: pl.DataFrame, rows: int = 20) -> Table:

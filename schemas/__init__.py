@@ -14,6 +14,7 @@ from schemas.graph import GRAPH
 from schemas.policy import POLICY
 from schemas.queries import QUERIES_ARTIFACT
 from schemas.raw import BOOK_CROSSING, ML_100K, RAW_GENERIC, SMOLLM2_135M, WIKIDATA_FILMS
+from schemas.sft import SFT
 
 ARTIFACTS: dict[str, ArtifactSchema] = {
     s.name: s
@@ -26,6 +27,7 @@ ARTIFACTS: dict[str, ArtifactSchema] = {
         CF,
         QUERIES_ARTIFACT,
         POLICY,
+        SFT,
         EVAL,
     )
 }

@@ -17,7 +17,17 @@ from stages.errors import UserError
 
 # Section names a pipeline-wide YAML file may use, one per command.
 PIPELINE_SECTIONS = frozenset(
-    {"fetch", "build-graph", "pretrain-cf", "make-queries", "train", "eval", "report", "recommend"}
+    {
+        "fetch",
+        "build-graph",
+        "pretrain-cf",
+        "make-queries",
+        "sft",
+        "train",
+        "eval",
+        "report",
+        "recommend",
+    }
 )
 
 

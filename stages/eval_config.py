@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from schemas import check_name
 from stages.config import StageConfig
+from stages.prompts import CANDIDATE_FACTS_HELP, HISTORY_HELP, NAMED_FACTS_HELP, FactOption
 
 BASELINES = ("random", "popular", "lightgcn", "attribute")
 
@@ -42,11 +43,15 @@ class EvalConfig(StageConfig):
         default=None, description="artifact to write (default: eval-<policy|model|baseline>)"
     )
     k: int | None = Field(default=None, ge=1, description="K (default: the policy's, else 1)")
-    candidate_facts: bool | None = Field(
-        default=None, description="prompt option (default: as the policy was trained)"
+    # prompt options: None takes the policy's (see stages/prompts.py)
+    candidate_facts: FactOption | None = Field(
+        default=None, description=CANDIDATE_FACTS_HELP + " (default: the policy's, else none)"
+    )
+    named_facts: bool | None = Field(
+        default=None, description=NAMED_FACTS_HELP + " (default: the policy's, else no)"
     )
     history: int | None = Field(
-        default=None, ge=0, description="prompt option (default: as the policy was trained)"
+        default=None, ge=0, description=HISTORY_HELP + " (default: the policy's, else 0)"
     )
     batch_size: int = Field(default=16, ge=1, description="prompts generated together")
     max_new_tokens: int = Field(default=256, ge=1, description="generated tokens at most")
@@ -54,6 +59,11 @@ class EvalConfig(StageConfig):
     bootstrap: int = Field(default=1000, ge=0, description="bootstrap resamples for the CIs")
     seed: int = Field(default=2020, description="seed of sampling, baselines and bootstrap")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="torch device")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="auto: bf16 weights where the CPU has AVX512-BF16 or AMX and on CUDA, "
+        "else fp32",
+    )
     use_vllm: bool = Field(default=False, description="generate with vLLM (the gpu extra)")
     allow_mismatch: bool = Field(
         default=False,

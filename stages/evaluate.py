@@ -28,7 +28,13 @@ from schemas.eval import EVAL_METRICS
 from stages.errors import UserError
 from stages.eval_config import EvalConfig
 from stages.make_queries import read_split
-from stages.prompts import render_messages
+from stages.prompts import (
+    prompt_lengths,
+    prompt_options,
+    render_messages,
+    token_stats,
+    token_stats_metrics,
+)
 from stages.rewards import RewardIndex, RewardWeights, parse_boxed, score_batch
 from stages.store import Artifact, ArtifactStore, ArtifactWriter, BuildResult
 
@@ -259,7 +265,10 @@ def evaluate(
     force: bool = False,
     command: str | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    on_prompts: Callable[[pl.DataFrame], None] | None = None,
 ) -> BuildResult:
+    """Evaluate and store the `eval` artifact; ``on_prompts`` receives the prompts' token counts
+    per family (`prompt_token_stats`) once they are rendered (not for baselines)."""
     queries = store.resolve(cfg.queries, kind="queries")
     graph = graph_of(store, queries)
     cf = optional_cf(store, cfg.cf, graph)
@@ -271,7 +280,7 @@ def evaluate(
     if cfg.source == "baseline":
         warnings = store.check_mismatch(inputs, allow=cfg.allow_mismatch)
         label = str(cfg.baseline)
-        k, facts, history = cfg.k or 1, False, 0
+        k, options = cfg.k or 1, prompt_options({})
     else:
         from stages.generation import load_generator, require_vllm
 
@@ -291,7 +300,9 @@ def evaluate(
         warnings += store.check_mismatch(
             [*inputs, *([model_art] if model_art else [])], allow=cfg.allow_mismatch
         )
-        gen = load_generator(store, policy=policy, model=cfg.model, device=cfg.device)
+        gen = load_generator(
+            store, policy=policy, model=cfg.model, device=cfg.device, precision=cfg.precision
+        )
         if gen.policy is not None:
             inputs.append(gen.policy)
             label = gen.policy.name
@@ -304,12 +315,9 @@ def evaluate(
             config["model_fingerprint"] = model_fingerprint(str(cfg.model))
             label = "base"
         k = cfg.k or int(gen.info.get("k", 1))
-        facts = (
-            cfg.candidate_facts
-            if cfg.candidate_facts is not None
-            else bool(gen.info.get("candidate_facts", False))
-        )
-        history = cfg.history if cfg.history is not None else int(gen.info.get("history", 0))
+        # Prompt options not given take the policy's (a base model's: the defaults).
+        given = {n: v for n, v in prompt_options(cfg).items() if getattr(cfg, n) is not None}
+        options = {**prompt_options(gen.info), **given}
 
     name = default_name(cfg, queries, label)
 
@@ -318,10 +326,13 @@ def evaluate(
             picks = baseline_predictions(str(cfg.baseline), df, graph, cf, cfg.seed)
             completions, tokens = boxed(df, picks), [0] * df.height
         else:
-            conversations = [
-                render_messages(q, k=k, candidate_facts=facts, history=history)
-                for q in df.to_dicts()
-            ]
+            conversations = [render_messages(q, k=k, **options) for q in df.to_dicts()]
+            prompt_tokens = token_stats(
+                df["family"].to_list(), prompt_lengths(conversations, gen.tokenizer)
+            )
+            writer.metrics["prompt_tokens"] = token_stats_metrics(prompt_tokens)
+            if on_prompts is not None:
+                on_prompts(prompt_tokens)
             done = [0]
 
             def progress(n: int) -> None:
@@ -346,13 +357,16 @@ def evaluate(
             "queries": queries.ref,
             "split": cfg.split,
             "k": k,
+            **({} if gen is None else options),  # the prompt options used
             "greedy": cfg.temperature == 0,
             "pas": cf is not None,
+            "precision": gen.precision if gen else None,  # as resolved on this machine
         }
         writer.file("eval.json").write_text(json.dumps(about, indent=2) + "\n")
         overall = table.filter(pl.col("family") == "all")
         writer.metrics.update(
             queries=df.height,
+            **({"precision": gen.precision} if gen else {}),
             **{
                 f"{d}/{m}": round(v, 4)
                 for d, m, v in overall.select("domain", "metric", "value").iter_rows()

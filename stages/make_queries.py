@@ -38,7 +38,16 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from schemas import check_name
-from schemas.queries import CONDITION, FAMILIES, QUERIES, SPLITS
+from schemas.queries import (
+    ATTRIBUTE,
+    CONDITION,
+    FACT_RELATIONS,
+    FACT_VALUES,
+    FAMILIES,
+    NAMED_ITEM,
+    QUERIES,
+    SPLITS,
+)
 from stages.config import StageConfig
 from stages.errors import UserError
 from stages.film_facts import normalise_title
@@ -833,17 +842,134 @@ def render_texts(q: pl.DataFrame, domain: str, rng: np.random.Generator) -> pl.D
     )
 
 
-def fact_strings(g: GraphView) -> pl.DataFrame:
-    """``item_id, facts``: 'genre: Comedy, Drama; director: Woody Allen; ...' (3 values max)."""
-    order = {r: n for n, r in enumerate(("genre", *SPECIFIC, "decade", "language", "country"))}
-    per_rel = (
-        g.facts.with_columns(o=pl.col("relation").replace_strict(order, default=99))
-        .group_by("item_id", "o", "relation", maintain_order=True)
-        .agg(pl.col("value").head(3).str.join(", "))
-        .sort("item_id", "o", "relation")
-        .select("item_id", part=pl.format("{}: {}", pl.col("relation"), pl.col("value")))
+def _shown_facts(facts: pl.DataFrame, by: list[str], first: str | None = None) -> pl.DataFrame:
+    """The facts a prompt shows, one row each, in display order: ``facts`` (``by`` columns,
+    ``item_id``, ``attr_id``, ``relation``, ``value``) grouped by ``by`` and relation (in
+    FACT_RELATIONS order, others after them by name), each relation's values by attribute id
+    (the most common first), at most FACT_VALUES of them: those where the boolean column
+    ``first`` is true are kept before the others."""
+    order = {r: n for n, r in enumerate(FACT_RELATIONS)}
+    df = facts.with_columns(o=pl.col("relation").replace_strict(order, default=99))
+    display = [*by, "o", "relation", "attr_id"]
+    if first is not None:
+        df = df.sort(
+            [*by, "o", "relation", pl.col(first).fill_null(False), "attr_id"],
+            descending=[False] * (len(by) + 2) + [True, False],
+        )
+    else:
+        df = df.sort(display)
+    df = df.filter(pl.int_range(pl.len()).over([*by, "relation"]) < FACT_VALUES)
+    return df.sort(display) if first is not None else df
+
+
+def item_attributes(g: GraphView, shown: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``item_id, attributes``: every item's shown facts as (relation, value) structs
+    (``shown``: `_shown_facts` of the graph's facts, when already computed)."""
+    if shown is None:
+        shown = _shown_facts(g.facts, ["item_id"])
+    per_item = shown.group_by("item_id", maintain_order=True).agg(
+        attributes=pl.struct("relation", "value")
     )
-    return per_rel.group_by("item_id", maintain_order=True).agg(facts=pl.col("part").str.join("; "))
+    return (
+        g.items.select("item_id")
+        .join(per_item, on="item_id", how="left")
+        .sort("item_id")
+        .with_columns(pl.col("attributes").fill_null([]).cast(pl.List(ATTRIBUTE)))
+    )
+
+
+def candidate_attributes(q: pl.DataFrame, g: GraphView) -> pl.DataFrame:
+    """``query_id, candidate_attributes``: each candidate's shown facts (in candidate order),
+    the query's true condition values first within their relation, so the FACT_VALUES cap
+    never hides the value a request asks for. Most candidates show their item's usual facts;
+    only the few with a condition value beyond the cap are recomputed."""
+    shown = _shown_facts(g.facts, ["item_id"])
+    long = (
+        q.select("candidate_item_ids")
+        .with_row_index("qrow")
+        .explode("candidate_item_ids")
+        .with_columns(pos=pl.int_range(pl.len()).over("qrow"))
+        .rename({"candidate_item_ids": "item_id"})
+    )
+    wanted = (
+        q.select("conditions")
+        .with_row_index("qrow")
+        .explode("conditions")
+        .drop_nulls("conditions")
+        .select("qrow", attr_id=pl.col("conditions").struct.field("attr_id"), wanted=pl.lit(True))
+        .unique()
+    )
+    hidden = g.facts.select("item_id", "attr_id").join(
+        shown.select("item_id", "attr_id"), on=["item_id", "attr_id"], how="anti"
+    )
+    patch = (
+        long.join(wanted.select("qrow", "attr_id"), on="qrow")
+        .join(hidden, on=["item_id", "attr_id"], how="semi")
+        .select("qrow", "pos", "item_id")
+        .unique()
+    )
+    facts = patch.join(g.facts, on="item_id").join(wanted, on=["qrow", "attr_id"], how="left")
+    patched = (
+        _shown_facts(facts, ["qrow", "pos"], first="wanted")
+        .group_by("qrow", "pos", maintain_order=True)
+        .agg(patched=pl.struct("relation", "value"))
+        .with_columns(pl.col("patched").cast(pl.List(ATTRIBUTE)))
+    )
+    per_cand = (
+        long.join(item_attributes(g, shown), on="item_id", how="left")
+        .join(patched, on=["qrow", "pos"], how="left")
+        .sort("qrow", "pos")
+        .select(
+            "qrow",
+            attributes=pl.coalesce("patched", "attributes").fill_null([]),
+        )
+    )
+    lists = per_cand.group_by("qrow", maintain_order=True).agg(candidate_attributes="attributes")
+    return (
+        q.select("query_id")
+        .with_row_index("qrow")
+        .join(lists, on="qrow", how="left")
+        .sort("qrow")
+        .select(
+            "query_id",
+            pl.col("candidate_attributes").fill_null([]).cast(pl.List(pl.List(ATTRIBUTE))),
+        )
+    )
+
+
+def named_items(q: pl.DataFrame, g: GraphView, titles: pl.DataFrame) -> pl.DataFrame:
+    """``query_id, named_items``: the items a request names, with their (true) facts: the
+    reference item of a medium or misinformed request, the liked items of an interest one."""
+    via = pl.col("conditions").list.eval(pl.element().struct.field("via_item_id")).list.drop_nulls()
+    ids = q.select(
+        "query_id",
+        named=pl.when(pl.col("family") == "interest")
+        .then(pl.col("history_item_ids"))
+        .otherwise(via.list.unique(maintain_order=True))
+        .cast(pl.List(pl.Int32)),
+    )
+    long = (
+        ids.with_row_index("qrow")
+        .explode("named")
+        .with_columns(pos=pl.int_range(pl.len()).over("qrow"))
+        .drop_nulls("named")
+        .rename({"named": "item_id"})
+        .join(titles, on="item_id", how="left")
+        .join(item_attributes(g), on="item_id", how="left")
+        .sort("qrow", "pos")
+    )
+    lists = long.group_by("qrow", maintain_order=True).agg(
+        named_items=pl.struct(
+            "item_id", pl.col("title").fill_null(""), pl.col("attributes").fill_null([])
+        )
+    )
+    return (
+        ids.select("query_id")
+        .with_row_index("qrow")
+        .join(lists, on="qrow", how="left")
+        .sort("qrow")
+        .select("query_id", pl.col("named_items").fill_null([]).cast(pl.List(NAMED_ITEM)))
+    )
 
 
 def _lookup_lists(
@@ -922,12 +1048,14 @@ def generate(
     cands = draw_candidates(q, g, cfg, rng)
     q = q.join(cands, on="query_id")
     titles = g.items.select("item_id", title=title_year(pl.col("title"), pl.col("year")))
-    facts = fact_strings(g)
     q = q.with_columns(positive_item_ids=pl.concat_list(pl.col("item_id")))
     q = _lookup_lists(q, "history_item_ids", titles, "title", "history_titles")
     q = _lookup_lists(q, "positive_item_ids", titles, "title", "positive_titles")
     q = _lookup_lists(q, "candidate_item_ids", titles, "title", "candidate_titles")
-    q = _lookup_lists(q, "candidate_item_ids", facts, "facts", "candidate_facts")
+    say("collecting facts")
+    q = q.join(candidate_attributes(q, g), on="query_id").join(
+        named_items(q, g, titles), on="query_id"
+    )
     say("writing texts")
     q = render_texts(q.sort("query_id"), g.domain, rng).with_columns(domain=pl.lit(g.domain))
     split_order = {s: n for n, s in enumerate(SPLITS)}
@@ -992,6 +1120,22 @@ def check_queries(
         .drop_nulls("conditions")
         .unnest("conditions")
     )
+    # The positive's facts in the prompt show every value the request asks for (the cap of
+    # FACT_VALUES values per relation keeps condition values first).
+    shown = (
+        q.select(
+            "query_id",
+            attrs=pl.col("candidate_attributes").list.get(
+                pl.col("positive_index"), null_on_oob=True
+            ),
+        )
+        .explode("attrs")
+        .drop_nulls("attrs")
+        .unnest("attrs")
+    )
+    problems["positives_not_showing_a_condition_value"] = conds.join(
+        shown, on=["query_id", "relation", "value"], how="anti"
+    ).height
     facts = g.facts.select("item_id", "attr_id", "relation", "value").with_columns(ok=pl.lit(True))
     via = conds.filter(pl.col("via_item_id").is_not_null())
     via_ok = via.join(
@@ -1129,16 +1273,25 @@ def read_split(
     families: list[str] | None = None,
     limit: int | None = None,
     seed: int = 0,
+    part: str = "all",
 ) -> pl.DataFrame:
     """One split of a queries artifact (optionally some families, and a seeded sample of
-    ``limit`` rows), sorted by query id; an empty selection is a user error."""
+    ``limit`` rows), sorted by query id; an empty selection is a user error.
+
+    ``part`` halves the train split for a cold start: ``sft`` takes every other query of each
+    family in query-id order, ``rl`` the rest, so supervised and RL training never share a
+    query; ``all`` takes every query."""
     df = queries.read("queries").filter(pl.col("split") == split)
     if families:
         df = df.filter(pl.col("family").is_in(families))
+    df = df.sort("query_id")
+    if part != "all":
+        half = pl.int_range(pl.len()).over("family") % 2 == (0 if part == "sft" else 1)
+        df = df.filter(half)
     if df.height == 0:
         what = f" of families {', '.join(families)}" if families else ""
-        raise UserError(f"{queries.ref} has no {split} queries{what}")
-    df = df.sort("query_id")
+        where = f" in its {part} part" if part != "all" else ""
+        raise UserError(f"{queries.ref} has no {split} queries{what}{where}")
     if limit is not None and limit < df.height:
         df = df.sample(n=limit, seed=seed).sort("query_id")
     return df

@@ -28,8 +28,8 @@ from rapidfuzz import fuzz, process
 
 from stages.errors import UserError
 from stages.film_facts import normalise_title_str
-from stages.make_queries import GraphView, fact_strings, title_year
-from stages.prompts import SYSTEM_PROMPT, render_user_message
+from stages.make_queries import GraphView, item_attributes, title_year
+from stages.prompts import SYSTEM_PROMPT, fact_mode, format_attributes, render_user_message
 from stages.rewards import CandidateIndex, parse_boxed
 from stages.store import Artifact
 
@@ -98,7 +98,7 @@ class Catalogue:
         self.domain = g.domain
         titles = g.items.select("item_id", title=title_year(pl.col("title"), pl.col("year")))
         self.titles = dict(titles.iter_rows())
-        self.facts = dict(fact_strings(g).iter_rows())
+        self.attributes: dict[int, list[dict[str, str]]] = dict(item_attributes(g).iter_rows())
         self.popularity = dict(g.popularity.select("item_id", "pop").iter_rows())
         attrs = g.attributes.filter(pl.col("item_count") > 0)
         n = max(g.n_items, 1)
@@ -210,7 +210,8 @@ class Catalogue:
                 {
                     "item_id": item,
                     "title": self.titles.get(item, str(item)),
-                    "facts": self.facts.get(item, ""),
+                    "attributes": self.attributes.get(item, []),
+                    "facts": format_attributes(self.attributes.get(item, [])),
                     "score": scores.get(item, 0.0),
                     "evidence": evidence,
                 }
@@ -219,10 +220,16 @@ class Catalogue:
 
 
 class Assistant:
-    """A conversation with the policy over the catalogue."""
+    """A conversation with the policy over the catalogue. Prompts use the policy's prompt
+    options (`policy.json`), except that candidates always show facts (full ones when the
+    policy was trained without): they come from retrieval, not from a query set."""
 
     def __init__(self, catalogue: Catalogue, generator: Any, *, k: int = 5, n_candidates: int = 20):
         self.catalogue, self.gen, self.k, self.n = catalogue, generator, k, n_candidates
+        info = getattr(generator, "info", None) or {}
+        mode = fact_mode(info.get("candidate_facts"))
+        self.candidate_facts = "full" if mode == "none" else mode
+        self.named_facts = bool(info.get("named_facts", False))
         self.turns: list[str] = []
         self.messages: list[dict[str, str]] = [{"role": "system", "content": SYSTEM_PROMPT}]
 
@@ -241,16 +248,30 @@ class Assistant:
             raise UserError("the request is empty")
         self.turns.append(request.strip())
         candidates, matches = self.catalogue.retrieve(" ".join(self.turns), user=user, n=self.n)
+        named = self.catalogue.match(" ".join(self.turns))[1] if self.named_facts else []
         query = {
             "text": request.strip(),
             "family": "simple",
+            # compact facts show the relations the request names
+            "conditions": [{"relation": m.relation} for m in matches],
             "candidate_titles": [c["title"] for c in candidates],
-            "candidate_facts": [c["facts"] for c in candidates],
+            "candidate_attributes": [c["attributes"] for c in candidates],
+            "named_items": [
+                {
+                    "title": self.catalogue.titles.get(i, str(i)),
+                    "attributes": self.catalogue.attributes.get(i, []),
+                }
+                for i in named
+            ],
             "history_titles": self.catalogue.user_history(user) if user is not None else [],
         }
         k = min(self.k, len(candidates))
         content = render_user_message(
-            query, k=k, candidate_facts=True, history=5 if user is not None else 0
+            query,
+            k=k,
+            candidate_facts=self.candidate_facts,
+            named_facts=self.named_facts,
+            history=5 if user is not None else 0,
         )
         if len(self.turns) > 1:
             content = "(Refining my earlier request.)\n\n" + content

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from stages.errors import UserError
@@ -80,6 +81,31 @@ def table(runs: list[Run], metric: str = "accuracy") -> dict[str, Any]:
     return {"metric": metric, "columns": [column_label(d, f) for d, f in cols], "rows": rows}
 
 
+def paired_difference(
+    run: Artifact, against: Artifact, *, resamples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """Accuracy of ``run`` minus that of ``against`` on the queries both evaluated, with a 95%
+    paired percentile-bootstrap interval: each resample draws queries, and both runs are scored
+    on the same draw, so the interval reflects the difference, not two separate spreads."""
+    cols = ["query_id", "family", "correct"]
+    a = run.read("predictions").select(cols)
+    b = against.read("predictions").select("query_id", correct_b="correct")
+    both = a.join(b, on="query_id").sort("query_id")
+    if both.height == 0:
+        raise UserError(f"{run.ref} and {against.ref} share no evaluated query")
+    diff = (both["correct"].cast(pl.Float64) - both["correct_b"].cast(pl.Float64)).to_numpy()
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diff.size, size=(resamples, diff.size))
+    lo, hi = np.percentile(diff[idx].mean(axis=1), [2.5, 97.5])
+    return {
+        "run": run.ref,
+        "against": against.ref,
+        "diff": float(diff.mean()),
+        "ci": [float(lo), float(hi)],
+        "n": int(diff.size),
+    }
+
+
 def markdown(tables: list[dict[str, Any]], runs: list[Run]) -> str:
     lines = ["# ReRec evaluation report", ""]
     lines.append("Runs: " + ", ".join(f"`{r.eval.ref}` ({r.about.get('evaluated')})" for r in runs))
@@ -98,6 +124,34 @@ def markdown(tables: list[dict[str, Any]], runs: list[Run]) -> str:
     lines.append(
         "Values are means over the split's queries; 95% percentile-bootstrap intervals are in "
         "report.json. Accuracy is hit@1 among 1 positive and the other candidates."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _trained_with_rl(run: Run) -> bool:
+    """Whether the run's policy has RL curves (a `rerec sft` policy has a loss log only)."""
+    return run.policy is not None and "curriculum" in run.policy.schema.tables
+
+
+def _label(art: Artifact) -> str:
+    return art.name.removeprefix("eval-")
+
+
+def paired_markdown(differences: list[dict[str, Any]]) -> str:
+    if not differences:
+        return ""
+    lines = ["", "## paired accuracy differences", ""]
+    lines += ["| run | against | difference | 95% interval | queries |", "|---|---|---|---|---|"]
+    for d in differences:
+        lo, hi = d["ci"]
+        lines.append(
+            f"| {d['label']} | {d['against_label']} | {d['diff']:+.3f} | "
+            f"[{lo:+.3f}, {hi:+.3f}] | {d['n']} |"
+        )
+    lines.append("")
+    lines.append(
+        "Paired percentile bootstrap over the queries both runs evaluated (2,000 resamples): "
+        "an interval above 0 means the run is more accurate."
     )
     return "\n".join(lines) + "\n"
 
@@ -140,7 +194,7 @@ def plot_accuracy(t: dict[str, Any], path: Path) -> None:
 
 
 def plot_training(runs: list[Run], path: Path) -> bool:
-    policies = {r.policy.ref: r.policy for r in runs if r.policy is not None}
+    policies = {r.policy.ref: r.policy for r in runs if _trained_with_rl(r)}
     if not policies:
         return False
     plt = _pyplot()
@@ -169,7 +223,7 @@ def plot_curriculum(runs: list[Run], path: Path) -> bool:
     tables = {
         r.policy.ref: r.policy.read("curriculum")
         for r in runs
-        if r.policy is not None and r.policy.read("curriculum").height
+        if _trained_with_rl(r) and r.policy.read("curriculum").height
     }
     if not tables:
         return False
@@ -208,15 +262,27 @@ def check_out_folder(out: Path) -> None:
 
 
 def write_report(
-    store: ArtifactStore, refs: list[str], out: Path, *, allow_mismatch: bool = False
+    store: ArtifactStore,
+    refs: list[str],
+    out: Path,
+    *,
+    allow_mismatch: bool = False,
+    paired: list[str] | None = None,
 ) -> tuple[list[dict], Path, list[str]]:
     """Write report.md, report.json and the plots into ``out`` (replaced as a whole if it is a
     previous report); also the warnings about runs over different inputs, when allowed."""
     out = out.absolute()
     check_out_folder(out)
     runs = load_runs(store, refs)
-    warnings = store.check_mismatch([r.eval for r in runs], allow=allow_mismatch)
+    against = [store.resolve(ref, kind="eval") for ref in paired or []]
+    warnings = store.check_mismatch([*[r.eval for r in runs], *against], allow=allow_mismatch)
     tables = [table(runs, m) for m in ("accuracy", "ndcg", "valid_format")]
+    differences = [
+        paired_difference(r.eval, ref) | {"label": r.label, "against_label": _label(ref)}
+        for ref in against
+        for r in runs
+        if r.eval.ref != ref.ref
+    ]
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: folder {out.parent} does not exist")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -230,7 +296,7 @@ def write_report(
             plots.append("training.png")
         if plot_curriculum(runs, tmp / "curriculum.png"):
             plots.append("curriculum.png")
-        text = markdown(tables, runs)
+        text = markdown(tables, runs) + paired_markdown(differences)
         if warnings:
             text += "\n" + "\n".join(f"> warning: {w}" for w in warnings) + "\n"
         text += "\n" + "\n".join(f"![{p}]({p})" for p in plots) + "\n"
@@ -240,6 +306,7 @@ def write_report(
                 {
                     "runs": [r.about | {"eval": r.eval.ref} for r in runs],
                     "tables": tables,
+                    "paired": differences,
                     "warnings": warnings,
                 },
                 indent=2,

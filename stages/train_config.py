@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from schemas import check_name
 from stages.config import StageConfig
+from stages.prompts import CANDIDATE_FACTS_HELP, HISTORY_HELP, NAMED_FACTS_HELP, FactOption
 
 ALGOS = ("rerec", "grpo", "reinforce++")
 
@@ -32,6 +33,11 @@ class TrainConfig(StageConfig):
     )
     output: str | None = Field(
         default=None, description="artifact to write (default: policy, or policy-X for queries-X)"
+    )
+    part: Literal["auto", "all", "rl", "sft"] = Field(
+        default="auto",
+        description="which half of the train split to learn from: auto (rl when starting from "
+        "a `rerec sft` policy, whose examples were the other half; else all), all, rl or sft",
     )
     allow_mismatch: bool = Field(
         default=False,
@@ -81,10 +87,17 @@ class TrainConfig(StageConfig):
     limit: int | None = Field(
         default=None, ge=1, description="train on this many training queries (seeded sample)"
     )
-    candidate_facts: bool = Field(
-        default=False, description="show each candidate's key attributes in the prompt"
+    # prompt (the same options in sft and eval; see stages/prompts.py)
+    # Unset (None): the starting policy's (`--model sft`), else none / off / 0.
+    candidate_facts: FactOption | None = Field(
+        default=None, description=CANDIDATE_FACTS_HELP + " (default: the starting policy's)"
     )
-    history: int = Field(default=0, ge=0, description="liked items shown in non-interest prompts")
+    named_facts: bool | None = Field(
+        default=None, description=NAMED_FACTS_HELP + " (default: the starting policy's)"
+    )
+    history: int | None = Field(
+        default=None, ge=0, description=HISTORY_HELP + " (default: the starting policy's)"
+    )
     # model
     lora: bool = Field(default=True, description="train a LoRA adapter (else every weight)")
     lora_r: int = Field(default=16, ge=1, description="LoRA rank")
@@ -117,7 +130,12 @@ class TrainConfig(StageConfig):
     save_steps: int = Field(default=50, ge=1, description="checkpoint every N steps")
     seed: int = Field(default=2020, description="seed of sampling, data order and LoRA init")
     device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="auto: cuda when available (bf16), else cpu (fp32)"
+        default="auto", description="auto: cuda when available, else cpu"
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="auto: bf16 where the CPU has AVX512-BF16 or AMX (autocast; weights, LoRA "
+        "and optimizer states stay fp32) and on CUDA (bf16 weights), else fp32",
     )
     use_vllm: bool = Field(default=False, description="generate with vLLM (the gpu extra)")
     vllm_mode: Literal["colocate", "server"] = Field(

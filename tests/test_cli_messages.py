@@ -346,7 +346,9 @@ def test_policy_adapter_loads_with_plain_libraries_after_the_workdir_moved(
         monkeypatch.chdir(unrelated)
         from stages.generation import load_generator
 
-        gen = load_generator(ArtifactStore(moved), policy="policy", model=None, device="cpu")
+        gen = load_generator(
+            ArtifactStore(moved), policy="policy", model=None, device="cpu", precision="fp32"
+        )
         torch.testing.assert_close(gen.model(x).logits, want)
         # the moved policy verifies; without its base, its links are named as broken
         ArtifactStore(moved).verify(ArtifactStore(moved).resolve("policy"))

@@ -265,7 +265,13 @@ def test_prompt_renderer_exact_text() -> None:
         "family": "simple",
         "history_titles": ["Annie Hall (1977)", "Manhattan (1979)"],
         "candidate_titles": ["Heat (1995)", "Bananas (1971)"],
-        "candidate_facts": ["genre: Crime; director: Michael Mann", "genre: Comedy"],
+        "candidate_attributes": [
+            [
+                {"relation": "genre", "value": "Crime"},
+                {"relation": "director", "value": "Michael Mann"},
+            ],
+            [{"relation": "genre", "value": "Comedy"}],
+        ],
     }
     assert render_user_message(row) == (
         "Can you recommend a comedy film directed by Woody Allen?\n\n"
@@ -273,7 +279,7 @@ def test_prompt_renderer_exact_text() -> None:
         "Reason in short paragraphs separated by blank lines. Then end with \\boxed{...} "
         "containing the exact title of the one candidate you recommend."
     )
-    with_all = render_user_message(row, k=2, candidate_facts=True, history=1)
+    with_all = render_user_message(row, k=2, candidate_facts="full", history=1)
     assert "Items I liked recently: Manhattan (1979)." in with_all
     assert "2. Bananas (1971) — genre: Comedy" in with_all
     assert "the exact titles of the 2 candidates you recommend, best first, separated by ;" in (

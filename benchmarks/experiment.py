@@ -1,0 +1,218 @@
+"""The paper's comparison at our scale, end to end: base, sft, sft→grpo, sft→rerec and the
+rerec ablations on the same test queries, then one report with paired bootstrap intervals and
+`benchmarks/results/<name>.json`.
+
+    make experiment                                   # the default config, resumable
+    python benchmarks/experiment.py --config configs/experiment/smollm2-cpu.yaml
+    python benchmarks/experiment.py --only sft-grpo sft-rerec   # the first four runs
+    python benchmarks/experiment.py --results          # print the table from what is done
+
+Each step is a `rerec` command whose artifact is skipped when it exists, so a killed run
+(Ctrl-C, a reboot) continues where it stopped; RL runs also resume from their checkpoints.
+The workdir is `REREC_WORKDIR` (default `~/rerec-runs/<name>`), outside the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def flags(options: dict[str, Any]) -> list[str]:
+    """`{"steps": 40, "raae": False, "named_facts": True}` -> `--steps 40 --no-raae ...`."""
+    out: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, list):
+            for v in value:
+                out += [flag, str(v)]
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def rerec(workdir: Path, *args: str) -> None:
+    command = [sys.executable, "-m", "rerec_cli", "--workdir", str(workdir), *args]
+    print("+ rerec " + " ".join(args), flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def plan(cfg: dict[str, Any], only: list[str] | None) -> list[list[str]]:
+    """Every command of the experiment, in order (cheap ones first)."""
+    prompt = flags(cfg.get("prompt", {}))
+    evals = ["--limit", str(cfg["test_queries"]), *flags(cfg.get("eval", {}))]
+    steps: list[list[str]] = [list(step) for step in cfg.get("prepare", [])]
+    steps += [
+        ["eval", "--baseline", b, "--limit", str(cfg["test_queries"]), "--quiet"]
+        for b in cfg.get("baselines", [])
+    ]
+    steps.append(["eval", "--model", "smollm2-135m", *prompt, *evals, "--quiet"])
+    for seed in cfg.get("seeds", [0]):
+        sft_name = "sft" if seed == 0 else f"sft-s{seed}"
+        steps.append(
+            ["sft", *flags(cfg["sft"]), *prompt, "--seed", str(seed), "--output", sft_name, "-q"]
+        )
+        steps.append(["eval", "--policy", sft_name, *evals, "--output", f"eval-{sft_name}", "-q"])
+        for run, options in cfg["runs"].items():
+            if only and run not in only:
+                continue
+            name = run if seed == 0 else f"{run}-s{seed}"
+            steps.append(
+                [
+                    "train",
+                    "--model",
+                    sft_name,
+                    *flags(cfg["rl"]),
+                    *flags(options),
+                    "--seed",
+                    str(seed),
+                    "--output",
+                    f"policy-{name}",
+                    "--quiet",
+                ]  # fmt: skip
+            )
+            steps.append(
+                ["eval", "--policy", f"policy-{name}", *evals, "--output", f"eval-{name}", "-q"]
+            )
+    return steps
+
+
+def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The issue's JSON from the eval artifacts that exist (missing runs are left out)."""
+    from stages.report import paired_difference
+    from stages.store import ArtifactStore
+
+    store = ArtifactStore(workdir)
+
+    def summary(name: str) -> dict[str, Any] | None:
+        if not store.exists(name):
+            return None
+        metrics = store.resolve(name).read("metrics")
+        rows = {(r["family"], r["metric"]): r for r in metrics.iter_rows(named=True)}
+        acc = rows[("all", "accuracy")]
+        fmt = rows.get(("all", "valid_format"))
+        by_family = {
+            f"M-{fam.capitalize()}": round(rows[(fam, "accuracy")]["value"], 4)
+            for fam in ("simple", "medium", "hard", "interest")
+            if (fam, "accuracy") in rows
+        }
+        return {
+            "accuracy": round(acc["value"], 4),
+            "accuracy_ci": [round(acc["ci_low"], 4), round(acc["ci_high"], 4)],
+            "valid_format": round(fmt["value"], 4) if fmt else None,
+            "by_family": by_family,
+            "n": acc["n"],
+        }
+
+    runs = {"base": summary("eval-base"), "sft": summary("eval-sft")}
+    runs |= {run: summary(f"eval-{run}") for run in cfg["runs"]}
+    out: dict[str, Any] = {
+        "test_queries": cfg["test_queries"],
+        "steps": cfg["rl"]["steps"],
+        "sft_steps": cfg["sft"]["steps"],
+        "seeds": cfg.get("seeds", [0]),
+        "runs": {k: v for k, v in runs.items() if v is not None},
+        "baselines": {
+            b: {k: v for k, v in (summary(f"eval-{b}") or {}).items() if k != "by_family"}
+            for b in cfg.get("baselines", [])
+            if store.exists(f"eval-{b}")
+        },
+    }
+    for key, against in (("paired_vs_sft", "sft"), ("paired_vs_grpo", "sft-grpo")):
+        if not store.exists(f"eval-{against}"):
+            continue
+        ref = store.resolve(f"eval-{against}")
+        out[key] = {}
+        for run in cfg["runs"]:
+            if run == against or not store.exists(f"eval-{run}"):
+                continue
+            d = paired_difference(store.resolve(f"eval-{run}"), ref)
+            out[key][run] = {
+                "diff": round(d["diff"], 4),
+                "ci": [round(x, 4) for x in d["ci"]],
+                "n": d["n"],
+            }
+    return out
+
+
+def print_table(res: dict[str, Any]) -> None:
+    fams = ("M-Simple", "M-Medium", "M-Hard", "M-Interest")
+    print(
+        f"\n{res['test_queries']} test queries; RL {res['steps']} steps; "
+        f"sft {res['sft_steps']} steps"
+    )
+    print("| run | " + " | ".join(fams) + " | M-All [95% CI] | valid format |")
+    print("|---|" + "---|" * (len(fams) + 2))
+    for name, r in res["runs"].items():
+        cells = [f"{r['by_family'].get(f, float('nan')):.3f}" for f in fams]
+        lo, hi = r["accuracy_ci"]
+        print(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] | {r['valid_format']:.3f} |"
+        )
+    for name, r in res["baselines"].items():
+        lo, hi = r["accuracy_ci"]
+        print(
+            f"| {name} (baseline) | "
+            + " | ".join("" for _ in fams)
+            + f" | {r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] | |"
+        )
+    for key in ("paired_vs_sft", "paired_vs_grpo"):
+        for run, d in res.get(key, {}).items():
+            print(
+                f"{key}: {run}: {d['diff']:+.3f} "
+                f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (n={d['n']})"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=REPO / "configs/experiment/smollm2-cpu.yaml")
+    parser.add_argument("--only", nargs="*", help="RL runs to do (default: all)")
+    parser.add_argument("--results", action="store_true", help="only print and write results")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands")
+    a = parser.parse_args()
+    cfg = yaml.safe_load(a.config.read_text())
+    workdir = Path(
+        os.environ.get("REREC_WORKDIR") or Path.home() / "rerec-runs" / cfg["name"]
+    ).expanduser()
+    if not a.results:
+        for step in plan(cfg, a.only):
+            if a.dry_run:
+                print("rerec " + " ".join(step))
+            else:
+                rerec(workdir, *step)
+        if a.dry_run:
+            return
+        evals = [f"eval-{n}" for n in ("base", "sft", *cfg["runs"], *cfg["baselines"])]
+        done = [e for e in evals if (workdir / e).is_dir()]
+        paired = [p for p in ("eval-sft", "eval-sft-grpo") if p in done]
+        rerec(
+            workdir, "report", *done, "--out", str(workdir / "report"),
+            *[x for p in paired for x in ("--paired-against", p)],
+        )  # fmt: skip
+    res = results(workdir, cfg)
+    out = REPO / "benchmarks" / "results" / f"{cfg['name']}.json"
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print_table(res)
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()

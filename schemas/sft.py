@@ -1,0 +1,51 @@
+"""The `sft` artifact: a policy after a supervised cold start (`rerec sft`).
+
+It is a policy like any other (`kind = policy`): `model/` holds full weights (a LoRA run's
+adapter merged into its base, so RL can start from the folder as from any model), `adapter/` the
+LoRA adapter itself, and `policy.json` the base model and prompt options. `log` has the loss per
+step, `examples` the targets it was trained on.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from schemas.base import ArtifactSchema, TableSchema
+
+SFT_LOG = TableSchema(
+    "log",
+    {
+        "step": pl.Int32,
+        "epoch": pl.Float64,  # fraction of passes over the examples done
+        "loss": pl.Float64,  # mean cross-entropy of the completion tokens
+        "token_accuracy": pl.Float64,  # share of completion tokens predicted exactly
+        "learning_rate": pl.Float64,
+        "grad_norm": pl.Float64,
+        "tokens": pl.Int64,  # tokens (prompt + completion) processed in the step
+        "tokens_per_second": pl.Float64,
+        "seconds": pl.Float64,
+    },
+    "one row per optimizer step",
+    timing_columns=("tokens_per_second", "seconds"),
+)
+
+EXAMPLES = TableSchema(
+    "examples",
+    {
+        "query_id": pl.String,
+        "family": pl.String,
+        "completion": pl.String,  # the target written from the graph
+    },
+    "the supervised targets, one per training query",
+)
+
+SFT = ArtifactSchema(
+    name="sft",
+    version=1,
+    kind="policy",
+    description="policy after a supervised cold start on graph-written answers",
+    produced_by="rerec sft --force",
+    tables={t.name: t for t in (SFT_LOG, EXAMPLES)},
+    files=("policy.json", "model/config.json", "model/tokenizer_config.json"),
+    variants=True,
+)

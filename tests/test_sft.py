@@ -1,0 +1,169 @@
+"""`rerec sft`: targets written from the graph (checked word by word), disjoint halves of the
+train split, and a policy that RL, eval and plain transformers start from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from stages.make_queries import read_split
+from stages.sft_data import write_completion
+from stages.store import ArtifactStore
+from tests.conftest import invoke
+from tests.train_fixtures import build_toy_workdir
+
+FACTS = {
+    1: {"director": ["Woody Allen"], "genre": ["Comedy"], "decade": ["1970s"]},
+    2: {"director": ["Woody Allen"], "genre": ["Drama"], "decade": ["1970s"]},
+    3: {"director": ["John Carpenter"], "genre": ["Horror"], "decade": ["1970s"]},
+    4: {"director": ["Renny Harlin"], "genre": ["Action"], "decade": ["1990s"]},
+    5: {"director": ["Woody Allen"], "genre": ["Comedy"], "decade": ["1970s"]},
+}
+TITLES = ["Annie Hall (1977)", "Interiors (1978)", "Halloween (1978)", "Cliffhanger (1993)"]
+
+
+def query(family: str, conditions: list[dict], positive: int = 0, history=None) -> dict:
+    return {
+        "query_id": "q",
+        "family": family,
+        "conditions": conditions,
+        "candidate_item_ids": [1, 2, 3, 4],
+        "candidate_titles": TITLES,
+        "positive_index": positive,
+        "history_item_ids": history or [],
+    }
+
+
+def cond(relation, value, via=None, false=None) -> dict:
+    return {"relation": relation, "value": value, "via_title": via, "false_value": false}
+
+
+class FixedChoice:
+    """A generator that always picks phrasing 0."""
+
+    def integers(self, n: int) -> int:
+        return 0
+
+
+def test_simple_target_restates_shows_the_facts_and_rules_out_the_near_miss() -> None:
+    q = query("simple", [cond("director", "Woody Allen"), cond("genre", "Comedy")])
+    text = write_completion(q, FACTS, FixedChoice())
+    assert text == (
+        "The request asks for a film directed by Woody Allen and in the genre Comedy.\n\n"
+        "Annie Hall (1977) fits: it was directed by Woody Allen and is in the genre Comedy.\n\n"
+        "Interiors (1978) was directed by Woody Allen, but it is in the genre Drama, so it "
+        "does not fit.\n\n"
+        "\\boxed{Annie Hall (1977)}"
+    )
+
+
+def test_misinformed_target_corrects_the_premise_and_rules_out_the_trap() -> None:
+    q = query(
+        "hard",
+        [cond("director", "Woody Allen", via="Manhattan (1979)", false="Renny Harlin")],
+    )
+    text = write_completion(q, FACTS, FixedChoice())
+    paragraphs = text.split("\n\n")
+    assert paragraphs[0] == (
+        "The request says Manhattan (1979) was directed by Renny Harlin, but it was directed "
+        "by Woody Allen: the answer should follow the true fact, not the false one. The request "
+        "asks for a film directed by Woody Allen."
+    )
+    # the trap is the candidate with the false premise's value
+    assert paragraphs[2] == "Not Cliffhanger (1993): it was directed by Renny Harlin."
+    assert paragraphs[-1] == "\\boxed{Annie Hall (1977)}"
+
+
+def test_implicit_target_resolves_the_reference_item() -> None:
+    q = query("medium", [cond("director", "Woody Allen", via="Manhattan (1979)")])
+    first = write_completion(q, FACTS, FixedChoice()).split("\n\n")[0]
+    assert first.startswith(
+        "Manhattan (1979) was directed by Woody Allen, so the answer should be directed by "
+        "Woody Allen too."
+    )
+
+
+def test_interest_target_reasons_from_what_the_favourites_share() -> None:
+    q = query("interest", [], positive=0, history=[5, 2, 3])
+    text = write_completion(q, FACTS, FixedChoice())
+    first, fits = text.split("\n\n")[:2]
+    assert first == (
+        "The recent favourites have this in common: films from the 1970s (3 of 3) and "
+        "directed by Woody Allen (2 of 3)."
+    )
+    assert fits == ("Annie Hall (1977) fits: it is from the 1970s and was directed by Woody Allen.")
+
+
+def test_phrasing_depends_on_the_seed_only() -> None:
+    q = query("simple", [cond("director", "Woody Allen"), cond("genre", "Comedy")])
+    texts = {write_completion(q, FACTS, np.random.default_rng([s, 0])) for s in range(12)}
+    assert len(texts) > 1
+    again = {write_completion(q, FACTS, np.random.default_rng([s, 0])) for s in range(12)}
+    assert texts == again
+    assert all(t.endswith("\\boxed{Annie Hall (1977)}") for t in texts)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> tuple[ArtifactStore, Path]:
+    return build_toy_workdir(tmp_path_factory.mktemp("sft"))
+
+
+def test_sft_and_rl_halves_of_the_train_split_are_disjoint(toy) -> None:
+    store, _ = toy
+    queries = store.resolve("queries")
+    sft = read_split(queries, "train", part="sft")
+    rl = read_split(queries, "train", part="rl")
+    every = read_split(queries, "train")
+    assert set(sft["query_id"]).isdisjoint(rl["query_id"])
+    assert sorted([*sft["query_id"], *rl["query_id"]]) == sorted(every["query_id"])
+    for fam in every["family"].unique():
+        n = every.filter(pl.col("family") == fam).height
+        assert sft.filter(pl.col("family") == fam).height == (n + 1) // 2
+
+
+def test_sft_writes_a_policy_that_train_eval_and_transformers_start_from(toy, monkeypatch) -> None:
+    store, model = toy
+    r = invoke(
+        store.root, monkeypatch, "sft", "--model", str(model), "--steps", "3",
+        "--batch-size", "2", "--micro-batch", "1", "--lr", "1e-3", "--quiet",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    sft = store.resolve("sft")
+    assert sft.manifest.kind == "policy"
+    log = sft.read("log")
+    assert log["step"].to_list() == [1, 2, 3]
+    assert log["loss"].is_finite().all() and (log["tokens"] > 0).all()
+    examples = sft.read("examples")
+    train_sft = read_split(store.resolve("queries"), "train", part="sft")
+    assert sorted(examples["query_id"]) == sorted(train_sft["query_id"])
+    assert examples["completion"].str.contains(r"\\boxed\{").all()
+    info = json.loads(sft.file("policy.json").read_text())
+    assert info["algo"] == "sft" and info["adapter"] is False
+    # plain transformers loads model/ as a full model
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(sft.file("model"))
+    # RL starts from it; eval accepts it like any policy
+    r = invoke(
+        store.root, monkeypatch, "train", "--model", "sft", "--no-pas", "--steps", "1",
+        "--prompts-per-step", "1", "-G", "2", "--max-completion-length", "8",
+        "--output", "policy-from-sft", "--quiet",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rl = store.resolve("policy-from-sft")
+    assert json.loads(rl.file("policy.json").read_text())["base_model"] == sft.ref
+    assert [i.name for i in rl.manifest.inputs].count("sft") == 1
+    r = invoke(
+        store.root, monkeypatch, "eval", "--policy", "policy-from-sft", "--max-new-tokens", "6",
+        "--bootstrap", "0", "-q",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = invoke(
+        store.root, monkeypatch, "eval", "--policy", "sft", "--max-new-tokens", "6",
+        "--bootstrap", "0", "-q",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
