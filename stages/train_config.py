@@ -134,8 +134,9 @@ class TrainConfig(StageConfig):
     )
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto",
-        description="auto: bf16 where the CPU has AVX512-BF16 or AMX (autocast; weights, LoRA "
-        "and optimizer states stay fp32) and on CUDA (bf16 weights), else fp32",
+        description="auto: bf16 where the CPU has AVX512-BF16 or AMX (autocast: weights, LoRA "
+        "and optimizer states stay fp32; rollouts from a bf16 copy) and on CUDA (bf16 "
+        "weights), else fp32",
     )
     use_vllm: bool = Field(default=False, description="generate with vLLM (the gpu extra)")
     vllm_mode: Literal["colocate", "server"] = Field(
