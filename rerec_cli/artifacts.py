@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +13,7 @@ from rich.tree import Tree
 from rerec_cli.app import state
 from rerec_cli.output import out
 from stages.errors import UserError
-from stages.store import LATEST, MANIFEST, Artifact, ArtifactStore
+from stages.store import MANIFEST, Artifact, ArtifactStore
 
 artifacts_app = typer.Typer(help="Inspect the artifact store.", no_args_is_help=True)
 
@@ -39,38 +38,12 @@ class _Row:
     latest: bool = False
 
 
-def _artifact_names(root: Path) -> list[str]:
-    """Folders that hold artifact versions or a `latest` link, broken ones included (the
-    store's `names()` skips a name whose versions are all gone)."""
-    if not root.is_dir():
-        return []
-    return sorted(
-        p.name
-        for p in root.iterdir()
-        if p.is_dir()
-        and not p.name.startswith(".")
-        and p.name != "__pycache__"
-        and ((p / LATEST).is_symlink() or any(_version_folders(p)))
-    )
-
-
-def _version_folders(base: Path) -> list[str]:
-    return sorted(
-        p.name
-        for p in base.iterdir()
-        if p.is_dir()
-        and not p.is_symlink()
-        and not p.name.startswith(".")
-        and (p / MANIFEST).is_file()
-    )
-
-
 def _rows(store: ArtifactStore, name: str, all_versions: bool) -> list[_Row]:
     """Every version of ``name`` (or only its latest), one row each; a version whose manifest
     cannot be read, and a `latest` that points nowhere, are rows marked broken."""
     latest = store.latest_version(name)
     rows = []
-    for version in _version_folders(store.root / name):
+    for version in store.version_ids(name):
         row = _Row(name, version, latest=version == latest)
         try:
             row.artifact = store.resolve(f"{name}@{version}", check_schema=False)
@@ -105,7 +78,7 @@ def list_artifacts(
     if all_versions:
         table.add_column("latest")
     broken = []
-    for name in _artifact_names(store.root):
+    for name in store.names(broken=True):
         for r in _rows(store, name, all_versions):
             if r.artifact is None:
                 broken.append(r)
@@ -207,13 +180,13 @@ def verify_artifacts(
     on each read, and hash only what changed). Exit 2 if anything is damaged."""
     store = state.store
     if ref is None:
-        names = _artifact_names(store.root)
+        names = store.names(broken=True)
     elif "@" in ref:
         names = []
     else:
         store.resolve(ref, check_schema=False, verify=False)  # a clear error if unknown
         names = [ref]
-    targets = [f"{n}@{v}" for n in names for v in _version_folders(store.root / n)]
+    targets = [f"{n}@{v}" for n in names for v in store.version_ids(n)]
     if ref is not None and "@" in ref:
         targets = [ref]
     table = Table(title=f"verified in {store.root}")

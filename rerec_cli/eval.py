@@ -12,11 +12,11 @@ from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
 from rerec_cli.output import out
+from rerec_cli.progress import print_prompt_tokens
 from schemas.eval import EVAL_METRICS
 from stages.config import field_help, resolve_config
 from stages.console import console
 from stages.eval_config import EvalConfig
-from stages.prompts import describe_token_stats
 
 H = EvalConfig
 
@@ -98,11 +98,6 @@ def eval_command(
     status = " (already evaluated; --force to redo)" if result.skipped else ""
     out.print(f"[bold]{art.ref}[/bold]{status}: {art.manifest.metrics.get('queries', 0):,} queries")
     out.print(metrics_view(art.read("metrics")))
-
-
-def print_prompt_tokens(stats: pl.DataFrame) -> None:
-    """The rendered split's prompt lengths per family, on stderr."""
-    console.print(describe_token_stats(stats), markup=False)
 
 
 def metrics_view(metrics: pl.DataFrame) -> Table:

@@ -7,14 +7,12 @@ from typing import Annotated, Any
 
 import polars as pl
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
 from rerec_cli.output import out
-from rerec_cli.train import print_prompt_tokens
+from rerec_cli.progress import StepProgress, evenly_spaced, print_prompt_tokens
 from stages.config import field_help, resolve_config
-from stages.console import console
 from stages.sft_config import SFTConfig
 
 H = SFTConfig
@@ -67,7 +65,7 @@ def sft_command(
     cfg = resolve_config(SFTConfig, section="sft", config_file=config, overrides=overrides)
     from stages.sft import sft_policy  # torch, transformers, TRL: only when training
 
-    with _Progress(quiet) as on_step:
+    with StepProgress("sft", _sft_stats, quiet) as on_step:
         result = sft_policy(
             state.store,
             cfg,
@@ -91,14 +89,15 @@ def sft_command(
 _NOT_CONFIG = {"config", "force", "quiet"}
 
 
+def _sft_stats(row: dict[str, Any]) -> str:
+    return f"loss {row['loss']:.3f}  {row['tokens_per_second']:.0f} tok/s"
+
+
 def loss_curve(log: pl.DataFrame, rows: int = 12) -> Table:
     table = Table(title="supervised loss (completion tokens)")
     for col in ("step", "epoch", "loss", "token accuracy", "tokens/s"):
         table.add_column(col, justify="right")
-    if log.height > rows:
-        idx = sorted({round(i * (log.height - 1) / (rows - 1)) for i in range(rows)})
-        log = log[idx]
-    for r in log.iter_rows(named=True):
+    for r in evenly_spaced(log, rows).iter_rows(named=True):
         table.add_row(
             str(r["step"]),
             f"{r['epoch']:.2f}",
@@ -107,37 +106,3 @@ def loss_curve(log: pl.DataFrame, rows: int = 12) -> Table:
             f"{r['tokens_per_second']:.0f}",
         )
     return table
-
-
-class _Progress:
-    """A progress bar with the latest loss, on stderr."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.bar: Progress | None = None
-        self.task: Any = None
-
-    def __enter__(self):
-        if self.quiet:
-            return None
-        self.bar = Progress(
-            TextColumn("sft"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self.bar.__enter__()
-        return self.update
-
-    def update(self, row: dict[str, Any], total: int) -> None:
-        assert self.bar is not None
-        if self.task is None:
-            self.task = self.bar.add_task("sft", total=total, stats="")
-        stats = f"loss {row['loss']:.3f}  {row['tokens_per_second']:.0f} tok/s"
-        self.bar.update(self.task, completed=row["step"], stats=stats)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)

@@ -7,14 +7,12 @@ from typing import Annotated, Any
 
 import polars as pl
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
 from rerec_cli.output import out
+from rerec_cli.progress import StepProgress, evenly_spaced, print_prompt_tokens
 from stages.config import field_help, resolve_config
-from stages.console import console
-from stages.prompts import describe_token_stats
 from stages.train_config import TrainConfig
 
 H = TrainConfig
@@ -88,7 +86,7 @@ def train_command(
     cfg = resolve_config(TrainConfig, section="train", config_file=config, overrides=overrides)
     from stages.train import train_policy  # torch, transformers, TRL: only when training
 
-    with _progress(quiet) as on_step:
+    with StepProgress("training", _train_stats, quiet) as on_step:
         result = train_policy(
             state.store,
             cfg,
@@ -114,9 +112,8 @@ def train_command(
 _NOT_CONFIG = {"config", "resume", "force", "quiet"}
 
 
-def print_prompt_tokens(stats: pl.DataFrame) -> None:
-    """The rendered split's prompt lengths per family, on stderr."""
-    console.print(describe_token_stats(stats), markup=False)
+def _train_stats(row: dict[str, Any]) -> str:
+    return f"reward {row['reward']:.3f}  accuracy {row['accuracy']:.2f}  epoch {row['epoch']}"
 
 
 def reward_curve(log: pl.DataFrame, rows: int = 20) -> Table:
@@ -124,10 +121,7 @@ def reward_curve(log: pl.DataFrame, rows: int = 20) -> Table:
     table = Table(title="training curve (means over each step's completions)")
     for col in ("step", "epoch", "reward", "accuracy", "ndcg", "qas", "pas", "format ok", "kl"):
         table.add_column(col, justify="right")
-    if log.height > rows:
-        idx = sorted({round(i * (log.height - 1) / (rows - 1)) for i in range(rows)})
-        log = log[idx]
-    for r in log.iter_rows(named=True):
+    for r in evenly_spaced(log, rows).iter_rows(named=True):
         table.add_row(
             str(r["step"]),
             str(r["epoch"]),
@@ -137,37 +131,3 @@ def reward_curve(log: pl.DataFrame, rows: int = 20) -> Table:
             ),
         )
     return table
-
-
-class _progress:
-    """A progress bar with the latest reward and accuracy, on stderr."""
-
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.bar: Progress | None = None
-        self.task: Any = None
-
-    def __enter__(self):
-        if self.quiet:
-            return None
-        self.bar = Progress(
-            TextColumn("training"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self.bar.__enter__()
-        return self.update
-
-    def update(self, row: dict[str, Any], total: int) -> None:
-        assert self.bar is not None
-        if self.task is None:
-            self.task = self.bar.add_task("train", total=total, stats="")
-        stats = f"reward {row['reward']:.3f}  accuracy {row['accuracy']:.2f}  epoch {row['epoch']}"
-        self.bar.update(self.task, completed=row["step"], stats=stats)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)

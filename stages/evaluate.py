@@ -42,16 +42,9 @@ from stages.store import Artifact, ArtifactStore, ArtifactWriter, BuildResult
 # inputs
 
 
-def graph_of(store: ArtifactStore, queries: Artifact) -> Artifact:
-    refs = [i for i in queries.manifest.inputs if i.name.startswith("graph")]
-    if not refs:
-        raise UserError(f"{queries.ref} names no graph input")
-    return store.resolve(f"{refs[0].name}@{refs[0].version}")
-
-
 def optional_cf(store: ArtifactStore, name: str | None, graph: Artifact) -> Artifact | None:
     cf_name = name or "cf" + graph.name.removeprefix("graph")
-    if name is None and not (store.root / cf_name).is_dir():
+    if name is None and not store.exists(cf_name):
         return None
     return store.resolve(cf_name)
 
@@ -270,7 +263,7 @@ def evaluate(
     """Evaluate and store the `eval` artifact; ``on_prompts`` receives the prompts' token counts
     per family (`prompt_token_stats`) once they are rendered (not for baselines)."""
     queries = store.resolve(cfg.queries, kind="queries")
-    graph = graph_of(store, queries)
+    graph = store.input_of(queries, "graph")
     cf = optional_cf(store, cfg.cf, graph)
     df = read_split(queries, cfg.split, families=cfg.families, limit=cfg.limit, seed=cfg.seed)
     inputs: list[Artifact] = [queries, graph, *([cf] if cf else [])]

@@ -1245,11 +1245,8 @@ def make_queries(
 
 def check_artifact(store: ArtifactStore, ref: str) -> tuple[Artifact, dict[str, int]]:
     """Re-run the checker on a stored `queries` artifact against the graph it was built from."""
-    art = store.resolve(ref)
-    graph_ref = next((i for i in art.manifest.inputs if i.name.startswith("graph")), None)
-    if graph_ref is None:
-        raise UserError(f"{art.ref} does not record the graph it was built from")
-    graph = store.resolve(f"{graph_ref.name}@{graph_ref.version}")
+    art = store.resolve(ref, kind="queries")
+    graph = store.input_of(art, "graph")
     cfg = art.manifest.config
     return art, check_queries(
         art.read("queries"), GraphView(graph), like_threshold=cfg.get("like_threshold")

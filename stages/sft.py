@@ -37,14 +37,6 @@ from stages.sft_data import write_completions
 from stages.store import Artifact, ArtifactStore, ArtifactWriter, BuildResult, scratch_dir
 
 
-def queries_graph(store: ArtifactStore, queries: Artifact) -> Artifact:
-    """The graph the queries were built from (its facts write the targets)."""
-    refs = [i for i in queries.manifest.inputs if i.name.startswith("graph")]
-    if not refs:
-        raise UserError(f"{queries.ref} names no graph input")
-    return store.resolve(f"{refs[0].name}@{refs[0].version}", kind="graph")
-
-
 def rendering(cfg: SFTConfig) -> dict[str, Any]:
     """How prompts are rendered: K and the prompt options, as train and eval render them."""
     return {"k": cfg.k, **prompt_options(cfg)}
@@ -153,7 +145,7 @@ def sft_policy(
     """Fine-tune on graph-written answers and store the policy. ``on_prompts`` receives the
     prompts' token counts per family (`prompt_token_stats`) once they are rendered."""
     queries = store.resolve(cfg.queries, kind="queries")
-    graph = queries_graph(store, queries)
+    graph = store.input_of(queries, "graph")  # its facts write the targets
     model_art, model_path = resolve_model(store, cfg.model)
     inputs = [a for a in (queries, graph, model_art) if a is not None]
     warnings = store.check_mismatch(inputs, allow=cfg.allow_mismatch)

@@ -258,7 +258,9 @@ class ArtifactStore:
         self.root = Path(root).expanduser().absolute()
 
     # ----------------------------------------------------------------- reading
-    def names(self, kind: str | None = None) -> list[str]:
+    def names(self, kind: str | None = None, *, broken: bool = False) -> list[str]:
+        """Artifact names with at least one version (of ``kind``); with ``broken``, also names
+        whose only trace is a `latest` link (its version gone), for listings that show them."""
         if not self.root.is_dir():
             return []
         names = sorted(
@@ -267,7 +269,7 @@ class ArtifactStore:
             if p.is_dir()
             and not p.name.startswith(".")
             and p.name != "__pycache__"
-            and any(self._version_dirs(p.name))
+            and (any(self._version_dirs(p.name)) or (broken and (p / LATEST).is_symlink()))
         )
         if kind is None:
             return names
@@ -285,6 +287,10 @@ class ArtifactStore:
         except SchemaError as exc:
             raise UserError(str(exc)) from None
         return any(self._version_dirs(name))
+
+    def version_ids(self, name: str) -> list[str]:
+        """The version folders of ``name`` that hold a manifest, readable or not, by id."""
+        return sorted(p.name for p in self._version_dirs(name))
 
     def _version_dirs(self, name: str) -> Iterator[Path]:
         base = self.root / name
@@ -468,6 +474,15 @@ class ArtifactStore:
 
         walk(artifact, 0)
         return out
+
+    def input_of(self, artifact: Artifact, kind: str) -> Artifact:
+        """The input of ``artifact`` of that kind, as its manifest records it (the graph a
+        `queries` artifact was built from), verified like any read."""
+        for ref in artifact.manifest.inputs:
+            with contextlib.suppress(SchemaError):
+                if schema_for(ref.name).kind == kind:
+                    return self.resolve(f"{ref.name}@{ref.version}", kind=kind)
+        raise UserError(f"{artifact.ref} records no {kind} input")
 
     def ancestry(self, artifact: Artifact) -> dict[str, str]:
         """``name -> version`` of the artifact and every ancestor the store still knows."""

@@ -96,14 +96,11 @@ def load_inputs(store: ArtifactStore, cfg: TrainConfig) -> Inputs:
     if cfg.graph:
         graph = store.resolve(cfg.graph, kind="graph")
     else:
-        refs = [i for i in queries.manifest.inputs if i.name.startswith("graph")]
-        if not refs:
-            raise UserError(f"{queries.ref} names no graph input; pass --graph")
-        graph = store.resolve(f"{refs[0].name}@{refs[0].version}")
+        graph = store.input_of(queries, "graph")
     cf = None
     if cfg.use_pas:
         cf_name = cfg.cf or "cf" + graph.name.removeprefix("graph")
-        if not (store.root / cf_name.partition("@")[0]).is_dir():
+        if not store.exists(cf_name.partition("@")[0]):
             raise UserError(
                 f"PAS needs LightGCN embeddings: no artifact '{cf_name}' in {store.root}; "
                 f"run `rerec pretrain-cf --graph {graph.name}` or pass --no-pas"

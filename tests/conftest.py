@@ -8,12 +8,32 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+import schemas
 from rerec_cli.app import state
 from rerec_cli.main import app
+from schemas import ArtifactSchema, TableSchema
 from stages.store import ArtifactStore
+
+# A one-table artifact schema for tests of the store and the CLI around it.
+TOY = ArtifactSchema(
+    name="toy",
+    version=1,
+    kind="test",
+    description="toy",
+    produced_by="rerec toy",
+    tables={"t": TableSchema("t", {"x": pl.Int64})},
+)
+
+
+@pytest.fixture
+def toy_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registers TOY as the artifacts `toy` and `toy2` for one test."""
+    monkeypatch.setitem(schemas.ARTIFACTS, "toy", TOY)
+    monkeypatch.setitem(schemas.ARTIFACTS, "toy2", TOY)
 
 
 @pytest.fixture

@@ -8,22 +8,7 @@ import sys
 import polars as pl
 import pytest
 
-import schemas
-from schemas import ArtifactSchema, TableSchema
-
-TOY = ArtifactSchema(
-    name="toy",
-    version=1,
-    kind="test",
-    description="toy",
-    produced_by="rerec toy",
-    tables={"t": TableSchema("t", {"x": pl.Int64})},
-)
-
-
-@pytest.fixture(autouse=True)
-def toy_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(schemas.ARTIFACTS, "toy", TOY)
+pytestmark = pytest.mark.usefixtures("toy_schema")  # the `toy` artifact (conftest)
 
 
 def test_help_lists_commands(rerec) -> None:

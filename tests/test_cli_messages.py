@@ -17,26 +17,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import schemas
-from schemas import ArtifactSchema, TableSchema
 from stages.errors import UserError
 from stages.store import ArtifactStore
 
-TOY = ArtifactSchema(
-    name="toy",
-    version=1,
-    kind="test",
-    description="toy",
-    produced_by="rerec toy",
-    tables={"t": TableSchema("t", {"x": pl.Int64})},
-)
+pytestmark = pytest.mark.usefixtures("toy_schema")  # the `toy` artifact (conftest)
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def toy_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(schemas.ARTIFACTS, "toy", TOY)
-    monkeypatch.setitem(schemas.ARTIFACTS, "toy2", TOY)
 
 
 def one_line(stderr: str) -> str:

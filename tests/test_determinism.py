@@ -183,6 +183,27 @@ def test_train_is_deterministic(runs, tmp_path) -> None:
     assert policy.read("curriculum").height == 4  # epoch 1 ordered from epoch 0's rollouts
 
 
+def test_sft_is_deterministic(runs, tmp_path) -> None:
+    """Two cold starts of a tiny model in the two workdirs: the same targets, losses (timings
+    aside), weights and version id."""
+    from safetensors.torch import load_file
+
+    from tests.tiny_llm import write_tiny_llm
+
+    a, b = runs
+    queries = a.resolve("queries").read("queries")
+    model = write_tiny_llm(tmp_path / "tiny-llm", queries["text"].to_list())
+    args = ["sft", "--model", str(model), "--steps", "3", "--batch-size", "2"]
+    args += ["--micro-batch", "1", "--precision", "fp32", "-q"]
+    with pytest.MonkeyPatch.context() as mp:
+        for store in (a, b):
+            result = invoke(store.root, mp, *args)
+            assert result.exit_code == 0, result.output
+    assert_same_artifact(a, b, "sft")
+    wa, wb = (load_file(s.resolve("sft").file("model/model.safetensors")) for s in (a, b))
+    assert wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa)
+
+
 def test_make_queries_asks_for_at_least_one_query(rerec) -> None:
     result = rerec("make-queries", "--train-size", "0", "--valid-size", "0", "--test-size", "0")
     assert result.exit_code == 2

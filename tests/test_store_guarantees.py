@@ -12,8 +12,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import schemas
-from schemas import ArtifactSchema, TableSchema
 from stages.cf_config import PretrainCFConfig
 from stages.eval_config import EvalConfig
 from stages.evaluate import evaluate
@@ -22,19 +20,7 @@ from stages.store import MANIFEST, ArtifactStore, ArtifactWriter
 from tests.conftest import invoke
 from tests.test_make_queries import build_toy_graph, toy_catalogue
 
-TOY = ArtifactSchema(
-    name="toy",
-    version=1,
-    kind="test",
-    description="toy",
-    produced_by="rerec toy",
-    tables={"t": TableSchema("t", {"x": pl.Int64})},
-)
-
-
-@pytest.fixture(autouse=True)
-def toy_schema(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(schemas.ARTIFACTS, "toy", TOY)
+pytestmark = pytest.mark.usefixtures("toy_schema")  # the `toy` artifact (conftest)
 
 
 def write_x(n: int):
