@@ -61,14 +61,16 @@ def plan(cfg: dict[str, Any], only: list[str] | None) -> list[list[str]]:
         ["eval", "--baseline", b, "--limit", str(cfg["test_queries"]), "--quiet"]
         for b in cfg.get("baselines", [])
     ]
-    steps.append(["eval", "--model", "smollm2-135m", *prompt, *evals, "--quiet"])
+    base = ["eval", "--model", "smollm2-135m", *prompt, *evals, "--quiet"]
     for seed in cfg.get("seeds", [0]):
         sft_name = "sft" if seed == 0 else f"sft-s{seed}"
         steps.append(
             ["sft", *flags(cfg["sft"]), *prompt, "--seed", str(seed), "--output", sft_name, "-q"]
         )
         steps.append(["eval", "--policy", sft_name, *evals, "--output", f"eval-{sft_name}", "-q"])
-        for run, options in cfg["runs"].items():
+        for n, (run, options) in enumerate(cfg["runs"].items()):
+            if n == cfg.get("main_runs", 0) and base not in steps:
+                steps.append(base)
             if only and run not in only:
                 continue
             name = run if seed == 0 else f"{run}-s{seed}"
@@ -89,6 +91,8 @@ def plan(cfg: dict[str, Any], only: list[str] | None) -> list[list[str]]:
             steps.append(
                 ["eval", "--policy", f"policy-{name}", *evals, "--output", f"eval-{name}", "-q"]
             )
+    if base not in steps:
+        steps.append(base)
     return steps
 
 

@@ -181,11 +181,14 @@ def write_completion(
         shown = _describe(pos_facts, ("genre", "decade"))
     form = _FITS[int(rng.integers(len(_FITS)))]
     paragraphs.append(form.format(title=titles[pos], facts=shown))
-    wrong = _tempting(q, ids, wants, facts)
+    interest = q["family"] == "interest"
+    # an interest summary is a taste, not a requirement: a candidate is ruled out only by a
+    # shared fact that the answer has and it lacks
+    wrong = _tempting(q, ids, met if interest else wants, facts)
     if wrong is not None:
         n, relation, value = wrong
         w_facts = facts.get(ids[n], {})
-        shared_ok = [(r, v) for r, v in wants if _has(w_facts, r, v)]
+        shared_ok = [(r, v) for r, v in (met if interest else wants) if _has(w_facts, r, v)]
         partial = _join([_phrase(_HAS, r, v) for r, v in shared_ok]) if shared_ok else ""
         form = _NOT[int(rng.integers(len(_NOT)))]
         if not partial and "{partial}" in form:
@@ -195,7 +198,9 @@ def write_completion(
                 title=titles[n],
                 partial=partial,
                 because=f" (it {partial})" if partial else "",
-                fails=_fail(w_facts, relation, value),
+                fails="is not " + _phrase(_WANT, relation, value)
+                if interest
+                else _fail(w_facts, relation, value),
             )
         )
     paragraphs.append(_ANSWER[0].format(title=titles[pos]))

@@ -96,6 +96,19 @@ def test_interest_target_reasons_from_what_the_favourites_share() -> None:
         "directed by Woody Allen (2 of 3)."
     )
     assert fits == ("Annie Hall (1977) fits: it is from the 1970s and was directed by Woody Allen.")
+    # ruled out by a shared fact the answer has and it lacks (Interiors has both: not a miss)
+    assert text.split("\n\n")[2] == (
+        "Halloween (1978) is from the 1970s, but it is not directed by Woody Allen, so it does "
+        "not fit."
+    )
+
+
+def test_interest_target_never_rules_out_by_a_fact_the_favourites_share() -> None:
+    # the answer (Cliffhanger) shares nothing with the favourites: nobody is ruled out
+    q = query("interest", [], positive=3, history=[5, 2, 1])
+    paragraphs = write_completion(q, FACTS, FixedChoice()).split("\n\n")
+    assert len(paragraphs) == 3
+    assert paragraphs[-1] == "\\boxed{Cliffhanger (1993)}"
 
 
 def test_phrasing_depends_on_the_seed_only() -> None:
