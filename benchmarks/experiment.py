@@ -137,6 +137,7 @@ def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
             if store.exists(f"eval-{b}")
         },
     }
+    out["curves"] = curves(store, cfg)
     for key, against in (("paired_vs_sft", "sft"), ("paired_vs_grpo", "sft-grpo")):
         if not store.exists(f"eval-{against}"):
             continue
@@ -152,6 +153,69 @@ def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
                 "n": d["n"],
             }
     return out
+
+
+# per-step columns of a policy's training log kept in the results (RL runs), and of the sft log
+RL_CURVE = ("reward", "reward_std", "accuracy", "valid_format", "penalised_token_share")
+SFT_CURVE = ("loss", "token_accuracy")
+
+
+def curves(store: Any, cfg: dict[str, Any]) -> dict[str, dict[str, list]]:
+    """Training curves of the runs that exist: sft's loss, each RL run's reward, within-group
+    reward spread, accuracy, valid format and RAAE's penalised token share, per step."""
+    out: dict[str, dict[str, list]] = {}
+    wanted = {"sft": ("sft", SFT_CURVE)} | {run: (f"policy-{run}", RL_CURVE) for run in cfg["runs"]}
+    for run, (name, columns) in wanted.items():
+        if not store.exists(name):
+            continue
+        log = store.resolve(name).read("log").sort("step")
+        out[run] = {"step": log["step"].to_list()} | {
+            c: [None if v is None else round(v, 4) for v in log[c].to_list()]
+            for c in columns
+            if c in log.columns
+        }
+    return out
+
+
+def plot_curves(res: dict[str, Any], path: Path) -> None:
+    """sft loss, and the RL runs' reward and accuracy per step (5-step running means, raw
+    values faint), one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rl = {k: v for k, v in res.get("curves", {}).items() if k != "sft"}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    sft = res.get("curves", {}).get("sft")
+    if sft:
+        axes[0].plot(sft["step"], sft["loss"], color="black")
+    axes[0].set(title="sft: loss on the completion tokens", xlabel="optimizer step", ylabel="loss")
+    for ax, column, label in (
+        (axes[1], "reward", "reward (mean over the step's completions)"),
+        (axes[2], "accuracy", "training accuracy (hit@1 of the rollouts)"),
+    ):
+        for n, (run, c) in enumerate(rl.items()):
+            y = np.array([np.nan if v is None else v for v in c.get(column, [])], dtype=float)
+            if not len(y):
+                continue
+            color = f"C{n}"
+            ax.plot(c["step"], y, color=color, alpha=0.25)
+            k = min(5, len(y))
+            smooth = np.convolve(np.nan_to_num(y), np.ones(k) / k, mode="valid")
+            ax.plot(c["step"][k - 1 :], smooth, color=color, label=run)
+        ax.set(title=label, xlabel="RL step", ylabel=column)
+        if rl:
+            ax.legend(fontsize=8)
+    fig.suptitle(
+        f"{res['test_queries']} test queries; sft {res['sft_steps']} steps, RL {res['steps']} "
+        "steps (faint: per step; solid: 5-step running mean)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def print_table(res: dict[str, Any]) -> None:
@@ -205,7 +269,9 @@ def main() -> None:
         if a.dry_run:
             return
         evals = [f"eval-{n}" for n in ("base", "sft", *cfg["runs"], *cfg["baselines"])]
-        done = [e for e in evals if (workdir / e).is_dir()]
+        from stages.store import ArtifactStore
+
+        done = [e for e in evals if ArtifactStore(workdir).exists(e)]
         paired = [p for p in ("eval-sft", "eval-sft-grpo") if p in done]
         rerec(
             workdir, "report", *done, "--out", str(workdir / "report"),
@@ -214,8 +280,9 @@ def main() -> None:
     res = results(workdir, cfg)
     out = REPO / "benchmarks" / "results" / f"{cfg['name']}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
+    plot_curves(res, out.with_name(f"{cfg['name']}-curves.png"))
     print_table(res)
-    print(f"\nwritten: {out}")
+    print(f"\nwritten: {out} and {out.with_name(cfg['name'] + '-curves.png')}")
 
 
 if __name__ == "__main__":

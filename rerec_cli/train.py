@@ -118,16 +118,27 @@ def _train_stats(row: dict[str, Any]) -> str:
 
 def reward_curve(log: pl.DataFrame, rows: int = 20) -> Table:
     """The training curve as a table (at most ``rows`` evenly spaced steps, always the last)."""
-    table = Table(title="training curve (means over each step's completions)")
-    for col in ("step", "epoch", "reward", "accuracy", "ndcg", "qas", "pas", "format ok", "kl"):
+    table = Table(
+        title="training curve (means over each step's completions; group sd: the spread of "
+        "rewards within a prompt's group, which is what GRPO learns from)"
+    )
+    columns = {  # heading -> log column
+        "reward": "reward",
+        "group sd": "reward_std",
+        "accuracy": "accuracy",
+        "ndcg": "ndcg",
+        "qas": "qas",
+        "pas": "pas",
+        "format ok": "valid_format",
+        "penalised": "penalised_token_share",
+        "kl": "kl",
+    }
+    for col in ("step", "epoch", *columns):
         table.add_column(col, justify="right")
     for r in evenly_spaced(log, rows).iter_rows(named=True):
         table.add_row(
             str(r["step"]),
             str(r["epoch"]),
-            *(
-                "—" if r[c] is None else f"{r[c]:.3f}"
-                for c in ("reward", "accuracy", "ndcg", "qas", "pas", "valid_format", "kl")
-            ),
+            *("—" if r.get(c) is None else f"{r[c]:.3f}" for c in columns.values()),
         )
     return table

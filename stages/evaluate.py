@@ -289,30 +289,31 @@ def evaluate(
         else:
             from stages.generation import resolve_model
 
-            model_art = resolve_model(store, str(cfg.model))[0]
+            model_art, _ = resolve_model(store, str(cfg.model))
+            info = {}
         warnings += store.check_mismatch(
             [*inputs, *([model_art] if model_art else [])], allow=cfg.allow_mismatch
         )
-        gen = load_generator(
-            store, policy=policy, model=cfg.model, device=cfg.device, precision=cfg.precision
-        )
-        if gen.policy is not None:
-            inputs.append(gen.policy)
-            label = gen.policy.name
-        elif gen.model_artifact is not None:
-            inputs.append(gen.model_artifact)
-            label = "base"
+        if model_art is not None:
+            inputs.append(model_art)
         else:
             from stages.generation import model_fingerprint
 
             config["model_fingerprint"] = model_fingerprint(str(cfg.model))
-            label = "base"
-        k = cfg.k or int(gen.info.get("k", 1))
+        label = model_art.name if policy is not None else "base"
+        k = cfg.k or int(info.get("k", 1))
         # Prompt options not given take the policy's (a base model's: the defaults).
         given = {n: v for n, v in prompt_options(cfg).items() if getattr(cfg, n) is not None}
-        options = {**prompt_options(gen.info), **given}
+        options = {**prompt_options(info), **given}
 
     name = default_name(cfg, queries, label)
+    if cfg.source != "baseline":
+        # a rerun returns before the model loads (and its adapter merges)
+        if not force and (done := store.built(name, config=config, inputs=inputs)) is not None:
+            return done
+        gen = load_generator(
+            store, policy=policy, model=cfg.model, device=cfg.device, precision=cfg.precision
+        )
 
     def build(writer: ArtifactWriter) -> None:
         if gen is None:

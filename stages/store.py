@@ -571,6 +571,21 @@ class ArtifactStore:
         artifact = self._load(final, check_schema=True)
         return None if self.problems(artifact) else artifact
 
+    def built(
+        self, name: str, *, config: BaseModel | Mapping[str, Any], inputs: Sequence[Artifact] = ()
+    ) -> BuildResult | None:
+        """What `build` with this config and these inputs would skip to: the intact existing
+        version (``latest`` moves to it, as `build` does), else None. A stage asks before it
+        loads a model, so that a rerun returns at once."""
+        cfg = _config_dict(config)
+        vid = version_id(name, schema_for(name).version, cfg, [a.as_input() for a in inputs])
+        with self.lock(name):
+            found = self.existing(name, vid)
+            if found is None:
+                return None
+            self._point_latest(self.root / name, vid)
+            return BuildResult(found, skipped=True)
+
     def build(
         self,
         name: str,

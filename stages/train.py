@@ -845,11 +845,12 @@ def train_policy(
         if inputs.model_artifact
         else model_fingerprint(inputs.model_path),
     }
+    if not force and (done := store.built(name, config=config, inputs=art_inputs)) is not None:
+        return done
     from schemas import schema_for
 
+    # the run folder (checkpoints, resumable) is named by the version the run will write
     vid = version_id(name, schema_for(name).version, config, [a.as_input() for a in art_inputs])
-    if not force and store.existing(name, vid) is not None:
-        return store.build(name, config=config, inputs=art_inputs, build=_never, command=command)
 
     dist = PartialState(cpu=device == "cpu")
     # The main process holds the artifact's write lock for the whole run: a second run of the
@@ -939,10 +940,6 @@ def _train_and_write(
     if result is None:  # other processes: the artifact the main process wrote
         result = BuildResult(store.resolve(f"{name}@{vid}"), skipped=False)
     return result
-
-
-def _never(writer: ArtifactWriter) -> None:  # pragma: no cover - the artifact exists
-    raise AssertionError("the policy exists; nothing to build")
 
 
 # Files of the base model linked into a LoRA policy's model/ folder (see `portable_adapter`).

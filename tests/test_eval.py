@@ -162,6 +162,32 @@ def test_eval_policy_base_and_baseline_through_the_cli(toy, monkeypatch, tmp_pat
     assert "M-Simple" in r.stdout
 
 
+def test_a_rerun_returns_before_loading_a_model(toy, monkeypatch) -> None:
+    """An eval that exists is found from its config and inputs alone: the model is not loaded
+    (nor an adapter merged) to learn that it is there."""
+    store, model = toy
+    runs = (
+        ["--max-new-tokens", "16", "-q"],
+        ["--model", str(model), "--max-new-tokens", "8", "-q"],
+    )
+    for args in runs:
+        assert cli(store, monkeypatch, "eval", *args).exit_code == 0
+    before = {n: store.resolve(n).version for n in ("eval-policy", "eval-base")}
+
+    def no_loading(*a, **k):
+        raise AssertionError("a model was loaded for an eval that exists")
+
+    monkeypatch.setattr("stages.generation.load_generator", no_loading)
+    for args in runs:
+        r = cli(store, monkeypatch, "eval", *args)
+        assert r.exit_code == 0, r.output
+        assert "already" in r.stdout
+    assert {n: store.resolve(n).version for n in before} == before
+    # a changed option is a new version, and does load the model
+    r = cli(store, monkeypatch, "eval", "--max-new-tokens", "12", "-q")
+    assert r.exit_code != 0 and "a model was loaded" in r.output
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -73,6 +73,11 @@ def test_identical_rerun_is_recognised_and_force_rebuilds(store: ArtifactStore) 
     other = store.build("toy", config={"n": 5}, build=write_numbers(5))
     assert other.artifact.version != first.artifact.version
     assert store.latest_version("toy") == other.artifact.version
+    # `built` answers what `build` would skip to, without a build function
+    assert store.built("toy", config={"n": 7}) is None
+    found = store.built("toy", config={"n": 2})
+    assert found is not None and found.skipped and found.artifact.version == first.artifact.version
+    assert store.latest_version("toy") == first.artifact.version  # latest moves, as in build
 
 
 def test_failed_stage_leaves_no_artifact_and_latest_unmoved(store: ArtifactStore) -> None:
