@@ -208,6 +208,8 @@ def plot_curves(res: dict[str, Any], path: Path) -> None:
         ax.set(title=label, xlabel="RL step", ylabel=column)
         if rl:
             ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no RL run finished yet", ha="center", transform=ax.transAxes)
     fig.suptitle(
         f"{res['test_queries']} test queries; sft {res['sft_steps']} steps, RL {res['steps']} "
         "steps (faint: per step; solid: 5-step running mean)",

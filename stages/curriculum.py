@@ -92,6 +92,11 @@ class CurriculumSampler:
         self._order = [position[q] for q in ordered]
         self.history.append({"epoch": epoch, "kept": len(ordered), "fallback": fallback})
 
+    @property
+    def order(self) -> list[int]:
+        """This epoch's query positions, in the order they are handed out (a copy)."""
+        return list(self._order)
+
     def __iter__(self) -> Iterator[int]:
         return iter(self._order)
 
@@ -134,10 +139,10 @@ class CurriculumSchedule:
         return self.sampler.epoch
 
     def next_chunk(self) -> list[int]:
-        order = self.sampler._order
+        order = self.sampler.order
         if self.position >= len(order):
             self._start_epoch(self.sampler.epoch + 1)
-            order = self.sampler._order
+            order = self.sampler.order
         chunk = order[self.position : self.position + self.per_step]
         self.position += self.per_step
         while len(chunk) < self.per_step:  # short last chunk: top up from the easiest
@@ -147,7 +152,7 @@ class CurriculumSchedule:
 
     def epoch_done(self) -> bool:
         """The chunk handed out last was the end of its epoch."""
-        return self.position >= len(self.sampler._order)
+        return self.position >= len(self.sampler.order)
 
     def record(self, rows: Sequence[dict[str, Any]]) -> None:
         """Rollouts of the last chunk (query_id and the difficulty metric)."""
@@ -162,7 +167,7 @@ class CurriculumSchedule:
         if not self.sampler.enabled:
             return
         fallback = bool(self.sampler.history[-1]["fallback"])
-        position = {q: n for n, q in enumerate(self.sampler._order)}
+        position = {q: n for n, q in enumerate(self.sampler.order)}
         for n, qid in enumerate(self.sampler.query_ids):
             self.table.append(
                 {

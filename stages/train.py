@@ -777,7 +777,7 @@ def make_trainer(
             model=model,
             reward_funcs=funcs,
             args=args,
-            train_dataset=rows.select(sampler._order),
+            train_dataset=rows.select(sampler.order),
             processing_class=tokenizer,
             peft_config=lora_config(cfg),
         )
