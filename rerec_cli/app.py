@@ -200,6 +200,14 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from stages.version import code_version
+
+        typer.echo(f"rerec {code_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     workdir: Annotated[
@@ -214,6 +222,15 @@ def main_options(
     ] = Path("workdir"),
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version (with the git commit of a source checkout) and exit.",
+        ),
     ] = False,
 ) -> None:
     state.workdir = workdir

@@ -596,12 +596,15 @@ class ArtifactStore:
         force: bool = False,
         command: str | None = None,
         warnings: Sequence[str] = (),
+        started: float | None = None,
     ) -> BuildResult:
         """Create artifact ``name`` by calling ``build(writer)`` in a temporary folder.
 
         Skips the call when an intact artifact with the same version id exists (unless
         ``force``). The artifact appears, and ``latest`` moves, only if ``build`` returns
-        normally. ``warnings`` (what the user chose to go on with) stay in the manifest."""
+        normally. ``warnings`` (what the user chose to go on with) stay in the manifest.
+        ``started`` (a `time.perf_counter` value) is when the work began, for a stage that
+        does it before writing (a training run): the manifest's wall_seconds count from it."""
         schema = schema_for(name)
         cfg = _config_dict(config)
         refs = [a.as_input() for a in inputs]
@@ -620,7 +623,7 @@ class ArtifactStore:
             tmp = base / _tmp_name(vid)
             tmp.mkdir()
             writer = ArtifactWriter(path=tmp, schema=schema)
-            started = time.perf_counter()
+            started = time.perf_counter() if started is None else started
             try:
                 build(writer)
                 self._check_complete(writer)

@@ -891,6 +891,7 @@ def _train_and_write(
     on_step: Callable[[dict[str, Any], int], None] | None,
     on_prompts: Callable[[pl.DataFrame], None] | None = None,
 ) -> BuildResult:
+    started = time.perf_counter()
     world = dist.num_processes
     batch_layout(cfg, world)  # a bad layout fails before anything is loaded
     folder = run_dir(store, name, vid)
@@ -934,6 +935,7 @@ def _train_and_write(
             force=True,
             command=command,
             warnings=inputs.warnings,
+            started=started,  # the run, not only the writing
         )
         shutil.rmtree(folder, ignore_errors=True)
     dist.wait_for_everyone()

@@ -18,6 +18,14 @@ def test_help_lists_commands(rerec) -> None:
         assert command in result.stdout
 
 
+def test_version_names_the_package_version(rerec) -> None:
+    from importlib import metadata
+
+    result = rerec("--version")
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"rerec {metadata.version('rerec')}")
+
+
 @pytest.mark.parametrize(
     "args",
     [

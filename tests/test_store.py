@@ -78,6 +78,11 @@ def test_identical_rerun_is_recognised_and_force_rebuilds(store: ArtifactStore) 
     found = store.built("toy", config={"n": 2})
     assert found is not None and found.skipped and found.artifact.version == first.artifact.version
     assert store.latest_version("toy") == first.artifact.version  # latest moves, as in build
+    # work done before the writing counts when the stage says when it began
+    early = store.build(
+        "toy", config={"n": 9}, build=write_numbers(9), started=time.perf_counter() - 5
+    )
+    assert early.artifact.manifest.wall_seconds >= 5
 
 
 def test_failed_stage_leaves_no_artifact_and_latest_unmoved(store: ArtifactStore) -> None:
