@@ -23,6 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
 from schemas import ARTIFACTS
+from stages.devices import pick_device
 from stages.errors import UserError
 from stages.rewards import parse_boxed
 from stages.store import Artifact, ArtifactStore
@@ -80,14 +81,6 @@ def model_fingerprint(path: str) -> dict[str, Any]:
             (p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.iterdir()
         ),
     }
-
-
-def pick_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: this torch build sees no CUDA device")
-    return device
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from schemas.cf import METRICS
 from stages.cf_config import PretrainCFConfig
 from stages.console import console
+from stages.devices import pick_device
 from stages.errors import UserError
 from stages.lightgcn import LightGCNRecommender, NegativeSampler, normalized_adjacency
 from stages.ranking_metrics import metrics_from_hits, topk_hits
@@ -155,16 +156,6 @@ def float_reproducibility(device: torch.device) -> str:
     )
 
 
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a torch device (try cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: no CUDA GPU is visible to torch on this machine")
-    return device
-
-
 def train_lightgcn(
     split: pl.DataFrame,
     n_users: int,
@@ -173,7 +164,7 @@ def train_lightgcn(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train on the ``train`` pairs of ``split``, early-stop on valid NDCG@10, test the best."""
-    device = resolve_device(cfg.device)
+    device = torch.device(pick_device(cfg.device))
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
 
@@ -278,7 +269,7 @@ def pretrain_cf(
 ) -> BuildResult:
     graph = store.resolve(cfg.graph, kind="graph")
     name = cfg.artifact_name(graph.name)
-    resolve_device(cfg.device)
+    torch.device(pick_device(cfg.device))
 
     def build(writer: ArtifactWriter) -> None:
         n_users = graph.manifest.row_counts["users"]
@@ -308,7 +299,7 @@ def pretrain_cf(
             epochs=len(result.curve),
             best_epoch=result.best_epoch,
             stopped_early=result.stopped_early,
-            float_reproducibility=float_reproducibility(resolve_device(cfg.device)),
+            float_reproducibility=float_reproducibility(torch.device(pick_device(cfg.device))),
             median_train_seconds_per_epoch=round(float(np.median(train_secs)), 4),
             valid=result.valid,
             test=result.test,

@@ -23,8 +23,9 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from schemas.sft import EXAMPLES, SFT_LOG
+from stages.devices import pick_device
 from stages.errors import UserError
-from stages.generation import load_model_folder, pick_device, quiet_libraries, resolve_model
+from stages.generation import load_model_folder, quiet_libraries, resolve_model
 from stages.make_queries import NOUN, read_split
 from stages.prompts import (
     prompt_options,

@@ -43,12 +43,12 @@ from trl import GRPOConfig, GRPOTrainer
 
 from schemas.policy import CURRICULUM, LOG, ROLLOUTS
 from stages.curriculum import CurriculumSampler, CurriculumSchedule
+from stages.devices import pick_device
 from stages.errors import UserError
 from stages.generation import (
     BoxStop,
     load_model_folder,
     model_fingerprint,
-    pick_device,
     quiet_libraries,
     resolve_model,
     resolve_precision,
