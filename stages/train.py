@@ -50,6 +50,7 @@ from stages.generation import (
     load_model_folder,
     model_fingerprint,
     quiet_libraries,
+    require_vllm,
     resolve_model,
     resolve_precision,
 )
@@ -625,11 +626,7 @@ class StopAfterEpochs(TrainerCallback):
 def check_vllm(cfg: TrainConfig, device: str) -> None:
     if not cfg.use_vllm:
         return
-    if importlib.util.find_spec("vllm") is None:
-        raise UserError(
-            "--use-vllm needs vLLM, which is not installed: pip install 'rerec[gpu]' on a CUDA "
-            "machine (vLLM has no CPU backend); without it, generation uses transformers"
-        )
+    require_vllm()
     if device != "cuda":
         raise UserError("--use-vllm needs a CUDA device (vLLM has no CPU backend)")
 
