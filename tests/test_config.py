@@ -59,3 +59,24 @@ def test_bad_config_is_one_clear_line(
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         resolve_config(ToyConfig, section="train", config_file=tmp_path / "nope.yaml")
+
+
+PRESETS = sorted((Path(__file__).parent.parent / "configs" / "presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
+def test_shipped_presets_are_valid_configs_of_their_stages(preset: Path) -> None:
+    """Every section of a shipped preset is read by its stage's config class as it is: no field
+    unknown, no value out of range (the GPU runs cannot be tried here, their configs can)."""
+    import yaml
+
+    from stages.eval_config import EvalConfig
+    from stages.sft_config import SFTConfig
+    from stages.train_config import TrainConfig
+
+    classes = {"sft": SFTConfig, "train": TrainConfig, "eval": EvalConfig}
+    sections = yaml.safe_load(preset.read_text())
+    assert sections and set(sections) <= set(classes)
+    for section, values in sections.items():
+        cfg = resolve_config(classes[section], section=section, config_file=preset)
+        assert {k: getattr(cfg, k) for k in values} == values
