@@ -21,6 +21,7 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from stages.film_facts import normalise_title_str
 
@@ -107,27 +108,17 @@ def token_rewards(
     return rewards[token_segments(offsets, spans)]
 
 
-def group_advantages(
-    token_rewards_per_completion: Sequence[np.ndarray],
-    scalar_rewards: Sequence[float],
-    *,
-    mode: str = "per_token",
+def group_token_advantages(
+    token_r: torch.Tensor,
+    mask: torch.Tensor,
+    group_sums: torch.Tensor,
     eps: float = 1e-4,
-) -> list[np.ndarray]:
-    """Advantages for the G completions of one group.
+) -> torch.Tensor:
+    """(r_t - mean) / (std + eps) with the group's pooled token statistics.
 
-    per_token: mean and std over all tokens of the group; per_completion: over the G scalar
-    rewards (population std, as in plain GRPO)."""
-    if mode == "per_token":
-        pooled = np.concatenate(
-            [np.asarray(t, dtype=np.float64) for t in token_rewards_per_completion]
-        )
-        mean, std = pooled.mean(), pooled.std()
-    elif mode == "per_completion":
-        r = np.asarray(scalar_rewards, dtype=np.float64)
-        mean, std = r.mean(), r.std()
-    else:
-        raise ValueError(f"unknown advantage mode {mode!r}")
-    return [
-        (np.asarray(t, dtype=np.float64) - mean) / (std + eps) for t in token_rewards_per_completion
-    ]
+    ``group_sums`` (B, 3): for each local completion, its group's sum of token rewards, sum of
+    squares and token count (summed over the G completions, on every process)."""
+    s, ss, n = group_sums[:, 0], group_sums[:, 1], group_sums[:, 2].clamp(min=1)
+    mean = s / n
+    std = (ss / n - mean**2).clamp(min=0).sqrt()
+    return (token_r - mean[:, None]) / (std[:, None] + eps) * mask

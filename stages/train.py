@@ -62,7 +62,7 @@ from stages.prompts import (
     render_messages,
     token_stats_metrics,
 )
-from stages.raae import token_rewards
+from stages.raae import group_token_advantages, token_rewards
 from stages.rewards import RewardIndex, RewardWeights, score_batch
 from stages.store import Artifact, ArtifactStore, ArtifactWriter, BuildResult, version_id
 from stages.train_config import TrainConfig
@@ -224,22 +224,6 @@ def token_offsets(tokenizer: Any, ids: Sequence[int], text: str) -> list[tuple[i
         starts.append(n)
     ends = [*starts[1:], len(text)]
     return list(zip(starts, ends, strict=True))
-
-
-def group_token_advantages(
-    token_r: torch.Tensor,
-    mask: torch.Tensor,
-    group_sums: torch.Tensor,
-    eps: float = 1e-4,
-) -> torch.Tensor:
-    """(r_t - mean) / (std + eps) with the group's pooled token statistics.
-
-    ``group_sums`` (B, 3): for each local completion, its group's sum of token rewards, sum of
-    squares and token count (summed over the G completions, on every process)."""
-    s, ss, n = group_sums[:, 0], group_sums[:, 1], group_sums[:, 2].clamp(min=1)
-    mean = s / n
-    std = (ss / n - mean**2).clamp(min=0).sqrt()
-    return (token_r - mean[:, None]) / (std[:, None] + eps) * mask
 
 
 def wrong_title(parts: dict[str, Any], i: int) -> str | None:

@@ -7,13 +7,14 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from stages.curriculum import CurriculumSampler, curriculum_order, difficulties
 from stages.film_facts import normalise_title, normalise_title_str
-from stages.raae import group_advantages, penalised, segment_spans, token_rewards
+from stages.raae import group_token_advantages, penalised, segment_spans, token_rewards
 from stages.rewards import RewardIndex, RewardWeights, parse_boxed, score_completion
 
 QUERY = {
@@ -137,15 +138,20 @@ def test_segments_fall_back_to_lines() -> None:
     assert [para[a:b] for a, b in segment_spans(para)] == ["a\nb\n\n", "c"]
 
 
-def test_group_advantages_by_hand() -> None:
-    toks = [np.array([1.0, 1.0]), np.array([0.0, 0.0, 0.0])]
-    per_token = group_advantages(toks, [1.0, 0.0], mode="per_token", eps=0.0)
-    # pooled mean 0.4, std sqrt(0.24)
-    np.testing.assert_allclose(per_token[0], [0.6 / math.sqrt(0.24)] * 2)
-    np.testing.assert_allclose(per_token[1], [-0.4 / math.sqrt(0.24)] * 3)
-    per_completion = group_advantages(toks, [1.0, 0.0], mode="per_completion", eps=0.0)
-    np.testing.assert_allclose(per_completion[0], [1.0, 1.0])  # (1 - 0.5) / 0.5
-    np.testing.assert_allclose(per_completion[1], [-1.0] * 3)
+def test_group_token_advantages_by_hand() -> None:
+    """The function training uses, fed the group statistics both modes build: two completions
+    of one group with token rewards [1, 1] and [0, 0, 0] (padded to 3 tokens)."""
+    tok_r = torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], dtype=torch.float64)
+    # per-token: sum, sum of squares and count over the group's 5 tokens -> mean 0.4, std sqrt .24
+    pooled = torch.tensor([[2.0, 2.0, 5.0]] * 2, dtype=torch.float64)
+    adv = group_token_advantages(tok_r, mask, pooled, eps=0.0)
+    a, b = 0.6 / math.sqrt(0.24), -0.4 / math.sqrt(0.24)
+    np.testing.assert_allclose(adv.numpy(), [[a, a, 0.0], [b, b, b]])
+    # per-completion: the two scalar rewards 1 and 0 -> mean 0.5, std 0.5 (as mean, E[r^2], 1)
+    scalar = torch.tensor([[0.5, 0.5, 1.0]] * 2, dtype=torch.float64)
+    adv = group_token_advantages(tok_r, mask, scalar, eps=0.0)
+    np.testing.assert_allclose(adv.numpy(), [[1.0, 1.0, 0.0], [-1.0, -1.0, -1.0]])
 
 
 # ------------------------------------------------------------------ curriculum
