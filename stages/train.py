@@ -431,26 +431,23 @@ class RerecGRPOTrainer(GRPOTrainer):
         mask = output["completion_mask"].to(torch.float64)
         ntok = mask.sum(dim=1)
         index_of = {q: n for n, q in enumerate(self.schedule.sampler.query_ids)}
+        local_columns = {
+            "query": np.array([index_of[q["query_id"]] for q in parts["queries"]], np.float64),
+            "reward": parts["reward"],
+            "format": parts["format"],
+            "ndcg": parts["ndcg"],
+            "qas": parts["qas"],
+            "pas": parts["pas"],
+            "correct": parts["correct"].astype(np.float64),
+            "completion_tokens": ntok.cpu().numpy(),
+        }
         local = torch.tensor(
-            np.stack(
-                [
-                    np.array([index_of[q["query_id"]] for q in parts["queries"]], dtype=np.float64),
-                    parts["reward"],
-                    parts["format"],
-                    parts["ndcg"],
-                    parts["qas"],
-                    parts["pas"],
-                    parts["correct"].astype(np.float64),
-                ],
-                axis=1,
-            ),
-            dtype=torch.float64,
-            device=device,
+            np.stack(list(local_columns.values()), axis=1), dtype=torch.float64, device=device
         )
-        local = torch.cat([local, ntok[:, None]], dim=1)
-        everyone = acc.gather(local).cpu().numpy()
+        # every process's completions, in global order, column by column
+        everyone = dict(zip(local_columns, acc.gather(local).cpu().numpy().T, strict=True))
         G = self.num_generations
-        rewards_all = torch.as_tensor(everyone[:, 1], dtype=torch.float64)
+        rewards_all = torch.as_tensor(everyone["reward"], dtype=torch.float64)
         B = len(parts["texts"])
         start = acc.process_index * B
         penalised_share = 0.0
@@ -483,25 +480,28 @@ class RerecGRPOTrainer(GRPOTrainer):
             {
                 "step": step + 1,
                 "epoch": epoch,
-                "query_id": names[int(r[0])],
-                "family": families[int(r[0])],
-                "reward": float(r[1]),
-                "format": float(r[2]),
-                "ndcg": float(r[3]),
-                "qas": float(r[4]),
-                "pas": float(r[5]),
-                "correct": bool(r[6] > 0.5),
-                "completion_tokens": int(r[7]),
+                "query_id": names[int(query)],
+                "family": families[int(query)],
+                "reward": float(reward),
+                "format": float(fmt),
+                "ndcg": float(ndcg),
+                "qas": float(qas),
+                "pas": float(pas),
+                "correct": bool(correct > 0.5),
+                "completion_tokens": int(tokens),
             }
-            for r in everyone
+            for query, reward, fmt, ndcg, qas, pas, correct, tokens in zip(
+                *everyone.values(), strict=True
+            )
         ]
         self.run_state.rollouts.extend(rows)
         self.schedule.record([{k: r[k] for k in ("query_id", "ndcg", "reward")} for r in rows])
         m = self._metrics["train"]
-        for col, name in ((2, "format"), (3, "ndcg"), (4, "qas"), (5, "pas"), (1, "total")):
-            m[f"rerec/{name}"].append(float(everyone[:, col].mean()))
-        m["rerec/accuracy"].append(float(everyone[:, 6].mean()))
-        m["rerec/valid_format"].append(float((everyone[:, 2] > 0).mean()))
+        for name in ("format", "ndcg", "qas", "pas"):
+            m[f"rerec/{name}"].append(float(everyone[name].mean()))
+        m["rerec/total"].append(float(everyone["reward"].mean()))
+        m["rerec/accuracy"].append(float(everyone["correct"].mean()))
+        m["rerec/valid_format"].append(float((everyone["format"] > 0).mean()))
         m["rerec/penalised_token_share"].append(penalised_share)
         m["rerec/epoch"].append(float(epoch))
 
@@ -525,6 +525,11 @@ class RerecGRPOTrainer(GRPOTrainer):
                 "chunk_epochs": self.run_state.chunk_epochs,
             }
             (folder / STATE_FILE).write_text(json.dumps(state))
+
+    def save_checkpoint_now(self) -> None:
+        """A full checkpoint at the current step (weights, optimizer, RNG, the curriculum and
+        the logs so far): what an interrupted run resumes from with --resume."""
+        self._save_checkpoint(self.model, None)
 
     def load_rerec_state(self, checkpoint: Path) -> None:
         state = json.loads((checkpoint / STATE_FILE).read_text())
@@ -894,7 +899,7 @@ def _train_and_write(
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
-        trainer._save_checkpoint(trainer.model, None)
+        trainer.save_checkpoint_now()
         dist.wait_for_everyone()
         raise UserError(
             f"interrupted at step {trainer.state.global_step}; checkpoint saved in {folder}; "
