@@ -27,7 +27,6 @@ import polars as pl
 from schemas.eval import EVAL_METRICS
 from stages.errors import UserError
 from stages.eval_config import EvalConfig
-from stages.make_queries import read_split
 from stages.prompts import (
     prompt_lengths,
     prompt_options,
@@ -35,6 +34,7 @@ from stages.prompts import (
     token_stats,
     token_stats_metrics,
 )
+from stages.queries_reader import read_split
 from stages.rewards import RewardIndex, RewardWeights, parse_boxed, score_batch
 from stages.store import Artifact, ArtifactStore, ArtifactWriter, BuildResult
 

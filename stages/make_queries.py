@@ -51,11 +51,11 @@ from schemas.queries import (
 from stages.config import StageConfig
 from stages.errors import UserError
 from stages.film_facts import normalise_title
+from stages.queries_reader import NOUN
 from stages.store import Artifact, ArtifactStore, ArtifactWriter, BuildResult
 
 SPECIFIC = ("director", "writer", "cast", "author", "publisher")
 BROAD = ("genre", "decade", "language", "country")
-NOUN = {"movies": ("film", "watch"), "books": ("book", "read")}
 
 
 class MakeQueriesConfig(StageConfig):
@@ -1261,34 +1261,3 @@ def example_rows(q: pl.DataFrame) -> list[dict[str, Any]]:
         .head(1)
         .to_dicts()
     )
-
-
-def read_split(
-    queries: Artifact,
-    split: str,
-    *,
-    families: list[str] | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    part: str = "all",
-) -> pl.DataFrame:
-    """One split of a queries artifact (optionally some families, and a seeded sample of
-    ``limit`` rows), sorted by query id; an empty selection is a user error.
-
-    ``part`` halves the train split for a cold start: ``sft`` takes every other query of each
-    family in query-id order, ``rl`` the rest, so supervised and RL training never share a
-    query; ``all`` takes every query."""
-    df = queries.read("queries").filter(pl.col("split") == split)
-    if families:
-        df = df.filter(pl.col("family").is_in(families))
-    df = df.sort("query_id")
-    if part != "all":
-        half = pl.int_range(pl.len()).over("family") % 2 == (0 if part == "sft" else 1)
-        df = df.filter(half)
-    if df.height == 0:
-        what = f" of families {', '.join(families)}" if families else ""
-        where = f" in its {part} part" if part != "all" else ""
-        raise UserError(f"{queries.ref} has no {split} queries{what}{where}")
-    if limit is not None and limit < df.height:
-        df = df.sample(n=limit, seed=seed).sort("query_id")
-    return df

@@ -26,13 +26,13 @@ from schemas.sft import EXAMPLES, SFT_LOG
 from stages.devices import pick_device
 from stages.errors import UserError
 from stages.generation import load_model_folder, quiet_libraries, resolve_model
-from stages.make_queries import NOUN, read_split
 from stages.prompts import (
     prompt_options,
     prompt_token_stats,
     render_messages,
     token_stats_metrics,
 )
+from stages.queries_reader import NOUN, read_split
 from stages.sft_config import SFTConfig
 from stages.sft_data import write_completions
 from stages.store import Artifact, ArtifactStore, ArtifactWriter, BuildResult, scratch_dir

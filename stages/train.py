@@ -54,7 +54,6 @@ from stages.generation import (
     resolve_model,
     resolve_precision,
 )
-from stages.make_queries import read_split
 from stages.prompts import (
     PROMPT_OPTIONS,
     prompt_options,
@@ -62,6 +61,7 @@ from stages.prompts import (
     render_messages,
     token_stats_metrics,
 )
+from stages.queries_reader import read_split
 from stages.raae import group_token_advantages, token_rewards
 from stages.rewards import RewardIndex, RewardWeights, score_batch
 from stages.store import Artifact, ArtifactStore, ArtifactWriter, BuildResult, version_id

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from stages.make_queries import read_split
+from stages.queries_reader import read_split
 from stages.sft_data import write_completion
 from stages.store import ArtifactStore
 from tests.conftest import invoke
