@@ -140,7 +140,8 @@ def forward_backward(a: argparse.Namespace, store, cfg) -> dict[str, tuple[float
     import torch
     from peft import get_peft_model
 
-    from stages.generation import autocast, load_model_folder, resolve_model
+    from stages.generation import autocast, load_model_folder
+    from stages.models import resolve_model
     from stages.prompts import render_messages
     from stages.train import load_inputs, lora_config
 

@@ -160,7 +160,7 @@ def token_table(queries: pl.DataFrame, model: str) -> Table:
     option and family."""
     from transformers import AutoTokenizer
 
-    from stages.generation import resolve_model
+    from stages.models import resolve_model
 
     path = resolve_model(state.store, model)[1]
     tok = AutoTokenizer.from_pretrained(path)

@@ -275,7 +275,7 @@ def evaluate(
         label = str(cfg.baseline)
         k, options = cfg.k or 1, prompt_options({})
     else:
-        from stages.generation import load_generator, require_vllm
+        from stages.models import require_vllm
 
         if cfg.use_vllm:
             require_vllm()
@@ -287,7 +287,7 @@ def evaluate(
             info = json.loads(model_art.file("policy.json").read_text())
             warnings += check_same_graph(info, graph, cfg.allow_mismatch)
         else:
-            from stages.generation import resolve_model
+            from stages.models import resolve_model
 
             model_art, _ = resolve_model(store, str(cfg.model))
             info = {}
@@ -297,7 +297,7 @@ def evaluate(
         if model_art is not None:
             inputs.append(model_art)
         else:
-            from stages.generation import model_fingerprint
+            from stages.models import model_fingerprint
 
             config["model_fingerprint"] = model_fingerprint(str(cfg.model))
         label = model_art.name if policy is not None else "base"
@@ -311,6 +311,8 @@ def evaluate(
         # a rerun returns before the model loads (and its adapter merges)
         if not force and (done := store.built(name, config=config, inputs=inputs)) is not None:
             return done
+        from stages.generation import load_generator  # torch, transformers: only to generate
+
         gen = load_generator(
             store, policy=policy, model=cfg.model, device=cfg.device, precision=cfg.precision
         )

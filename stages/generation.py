@@ -9,7 +9,6 @@ default; vLLM when asked and installed.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import sys
 import tempfile
@@ -22,9 +21,9 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
-from schemas import ARTIFACTS
 from stages.devices import pick_device
 from stages.errors import UserError
+from stages.models import require_vllm, resolve_model
 from stages.rewards import parse_boxed
 from stages.store import Artifact, ArtifactStore
 
@@ -39,48 +38,6 @@ class Generator:
     policy: Artifact | None = None
     model_artifact: Artifact | None = None
     precision: str = "fp32"  # resolved: fp32, or bf16 weights
-
-
-def resolve_model(store: ArtifactStore, ref: str) -> tuple[Artifact | None, str]:
-    """A model artifact (its `model/` folder), a policy with full weights (`rerec sft`'s, to
-    start RL from), a local folder, or a hub id."""
-    name = ref.partition("@")[0]
-    is_name = bool(name) and "/" not in name and name not in (".", "..")
-    if is_name and (store.root / name).is_dir():
-        art = store.resolve(ref)
-        if art.manifest.kind == "policy":
-            info = json.loads(art.file("policy.json").read_text())
-            if info.get("adapter"):
-                raise UserError(
-                    f"{art.ref} is a LoRA adapter, not a model folder; start from a base model "
-                    "or from a policy with full weights (rerec sft writes one)"
-                )
-        elif art.manifest.kind != "model":
-            raise UserError(f"{art.ref} is a {art.manifest.kind} artifact, not a model")
-        return art, str(art.file("model"))
-    if is_name and name in ARTIFACTS:  # a model rerec fetches, not fetched yet: not a hub id
-        art = store.resolve(ref, kind="model")  # says how to create it
-    path = Path(ref).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise UserError(f"model folder {path} has no config.json (not a transformers model)")
-        return None, str(path.resolve())
-    if ref.startswith((".", "/", "~")) or ref.count("/") > 1:
-        raise UserError(f"model {ref}: no such folder")
-    return None, ref  # a hub id; loading says clearly if the hub is unreachable
-
-
-def model_fingerprint(path: str) -> dict[str, Any]:
-    """What identifies a model folder in the policy's version id (names, sizes, mtimes)."""
-    folder = Path(path)
-    if not folder.is_dir():
-        return {"hub_id": path}
-    return {
-        "folder": str(folder),
-        "files": sorted(
-            (p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in folder.iterdir()
-        ),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,14 +263,6 @@ def generate(
         if on_batch is not None:
             on_batch(len(idx))
     return texts, counts
-
-
-def require_vllm() -> None:
-    if importlib.util.find_spec("vllm") is None:
-        raise UserError(
-            "--use-vllm needs vLLM, which is not installed: pip install 'rerec[gpu]' on a CUDA "
-            "machine (vLLM has no CPU backend); without it, generation uses transformers"
-        )
 
 
 @contextlib.contextmanager

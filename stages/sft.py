@@ -25,7 +25,8 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from schemas.sft import EXAMPLES, SFT_LOG
 from stages.devices import pick_device
 from stages.errors import UserError
-from stages.generation import load_model_folder, quiet_libraries, resolve_model
+from stages.generation import load_model_folder, quiet_libraries
+from stages.models import resolve_model
 from stages.prompts import (
     prompt_options,
     prompt_token_stats,
@@ -156,7 +157,7 @@ def sft_policy(
     name = cfg.artifact_name(queries.name)
     config = cfg.model_dump(mode="json")
     if model_art is None:
-        from stages.generation import model_fingerprint
+        from stages.models import model_fingerprint
 
         config["model_fingerprint"] = model_fingerprint(model_path)
     steps = cfg.steps or max(1, math.ceil(cfg.epochs * train.height / cfg.batch_size))

@@ -48,12 +48,10 @@ from stages.errors import UserError
 from stages.generation import (
     BoxStop,
     load_model_folder,
-    model_fingerprint,
     quiet_libraries,
-    require_vllm,
-    resolve_model,
     resolve_precision,
 )
+from stages.models import model_fingerprint, require_vllm, resolve_model
 from stages.prompts import (
     PROMPT_OPTIONS,
     prompt_options,
