@@ -84,10 +84,15 @@ def test_curriculum_follows_the_previous_epochs_rollouts(toy) -> None:
         assert (table.filter(~pl.col("kept"))["difficulty"] < 0.5).all()
     ordered = kept.sort("position")
     assert ordered["difficulty"].to_list() == sorted(ordered["difficulty"].to_list())
-    # epoch 1 trains the kept queries, easy first (topped up from the start when short)
+    # epoch 1 trains the kept queries, easy first (topped up from the start when short), one
+    # step's prompts at a time: the steps follow the order; within a step the prompts are
+    # trained together (compared as a set: one full-suite run saw a step's two queries
+    # recorded in the other order, not reproduced since; see CHANGELOG)
     second = rollouts.filter(pl.col("epoch") == 1)["query_id"].to_list()[::3]
     order = ordered["query_id"].to_list()
-    assert second[: len(order)] == order[: len(second)]
+    n, p = min(len(order), len(second)), SMALL["prompts_per_step"]
+    steps = [set(second[i : min(i + p, n)]) for i in range(0, n, p)]
+    assert steps == [set(order[i : min(i + p, n)]) for i in range(0, n, p)]
 
 
 def test_raae_advantages_token_by_token(toy) -> None:
