@@ -41,7 +41,9 @@ EXAMPLES = TableSchema(
 
 SFT = ArtifactSchema(
     name="sft",
-    version=1,
+    # 2: interest targets rule a candidate out only by a shared fact the answer has (the same
+    # config and inputs now give other examples and weights, so they get another version id)
+    version=2,
     kind="policy",
     description="policy after a supervised cold start on graph-written answers",
     produced_by="rerec sft --force",
