@@ -34,8 +34,8 @@ def compare(a: argparse.Namespace, store, conv: list) -> None:
 
     import torch
 
-    from stages.generation import autocast, cpu_bf16_flags, generate, load_generator
-    from stages.rewards import parse_boxed
+    from stages.llm.answers import parse_boxed
+    from stages.llm.generation import autocast, cpu_bf16_flags, generate, load_generator
 
     g32 = load_generator(
         store, policy=a.policy, model=None if a.policy else a.model, device="cpu", precision="fp32"
@@ -115,9 +115,9 @@ def main() -> None:
 
     import polars as pl
 
-    from stages.generation import generate, load_generator
-    from stages.prompts import render_messages
-    from stages.store import ArtifactStore
+    from stages.core.store import ArtifactStore
+    from stages.llm.generation import generate, load_generator
+    from stages.llm.prompts import render_messages
 
     store = ArtifactStore(a.workdir.expanduser())
     df = (

@@ -18,7 +18,7 @@ from harness import REPO, ensure_fetched, machine, run_rerec, scratch_store
 
 sys.path.insert(0, str(REPO))
 
-from stages.store import ArtifactStore  # noqa: E402
+from stages.core.store import ArtifactStore  # noqa: E402
 
 
 def main() -> None:

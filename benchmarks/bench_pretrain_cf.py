@@ -31,7 +31,7 @@ from harness import REPO, ensure_fetched, machine, run_rerec, scratch_store
 
 sys.path.insert(0, str(REPO))
 
-from stages.store import ArtifactStore  # noqa: E402
+from stages.core.store import ArtifactStore  # noqa: E402
 
 
 def run_recbole(python: str, ml100k_dir: Path, tmp: Path, seed: int) -> dict:

@@ -22,9 +22,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from stages.raae import segment_rewards  # noqa: E402
-from stages.rewards import RewardIndex, RewardWeights, score_batch  # noqa: E402
-from stages.store import ArtifactStore  # noqa: E402
+from stages.core.store import ArtifactStore  # noqa: E402
+from stages.rewards.dual_graph import RewardIndex, RewardWeights, score_batch  # noqa: E402
+from stages.rl.raae import segment_rewards  # noqa: E402
 
 
 def completions_for(queries: list[dict], rng: np.random.Generator) -> list[str]:

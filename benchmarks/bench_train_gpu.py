@@ -77,9 +77,10 @@ def main() -> None:
 
     import torch
 
-    from stages.store import ArtifactStore
-    from stages.train import load_inputs, make_trainer
-    from stages.train_config import TrainConfig
+    from stages.core.store import ArtifactStore
+    from stages.rl.config import TrainConfig
+    from stages.rl.inputs import load_inputs
+    from stages.rl.stage import make_trainer
 
     store = ArtifactStore(a.workdir)
     tmp = Path(tempfile.mkdtemp(prefix="bench-gpu-"))

@@ -56,14 +56,43 @@ class StepTimer:
         self._last = now
 
 
+def plain_trl_trainer(cfg, inputs, folder: Path):
+    """TRL's own GRPOTrainer on the same model, rewards, data order and arguments as a rerec
+    run: the baseline of the step-overhead figure (the first epoch's order, which TRL's
+    unshuffled sampler then follows)."""
+    import torch
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import GRPOTrainer
+
+    from stages.rl.stage import lora_config, trainer_parts
+
+    p = trainer_parts(cfg, inputs, folder, "cpu")
+    torch.manual_seed(cfg.seed)
+    trainer = GRPOTrainer(
+        model=p.model,
+        reward_funcs=p.reward_funcs,
+        args=p.args,
+        train_dataset=p.rows.select(p.sampler.order),
+        processing_class=p.tokenizer,
+        peft_config=lora_config(cfg),
+    )
+    trainer.scorer = p.scorer
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    return trainer
+
+
 def timed_run(
     cfg, inputs, folder: Path, plain: bool, stop_at_box: bool = False
 ) -> tuple[list[float], float, list]:
     from transformers import TrainerCallback
 
-    from stages.train import make_trainer
+    from stages.rl.stage import make_trainer
 
-    trainer, _ = make_trainer(cfg, inputs, folder, "cpu", plain_trl=plain, stop_at_box=stop_at_box)
+    if plain:
+        trainer = plain_trl_trainer(cfg, inputs, folder)
+    else:
+        trainer, _ = make_trainer(cfg, inputs, folder, "cpu", stop_at_box=stop_at_box)
     timer = type("Timer", (StepTimer, TrainerCallback), {})()
     trainer.add_callback(timer)
     trainer.train()
@@ -72,8 +101,8 @@ def timed_run(
 
 
 def build_config(a: argparse.Namespace, tmp: Path, precision: str):
-    from stages.store import ArtifactStore
-    from stages.train_config import TrainConfig
+    from stages.core.store import ArtifactStore
+    from stages.rl.config import TrainConfig
 
     if a.model == "tiny":
         from tests.train_fixtures import build_toy_workdir
@@ -104,7 +133,7 @@ def build_config(a: argparse.Namespace, tmp: Path, precision: str):
 
 
 def overhead(a: argparse.Namespace, tmp: Path) -> None:
-    from stages.train import load_inputs
+    from stages.rl.inputs import load_inputs
 
     store, cfg = build_config(a, tmp, "fp32")
     inputs = load_inputs(store, cfg)
@@ -140,10 +169,11 @@ def forward_backward(a: argparse.Namespace, store, cfg) -> dict[str, tuple[float
     import torch
     from peft import get_peft_model
 
-    from stages.generation import autocast, load_model_folder
-    from stages.models import resolve_model
-    from stages.prompts import render_messages
-    from stages.train import load_inputs, lora_config
+    from stages.llm.generation import autocast, load_model_folder
+    from stages.llm.models import resolve_model
+    from stages.llm.prompts import render_messages
+    from stages.rl.inputs import load_inputs
+    from stages.rl.stage import lora_config
 
     inputs = load_inputs(store, cfg)
     model, tok = load_model_folder(resolve_model(store, cfg.model)[1], torch.float32)
@@ -187,8 +217,8 @@ def forward_backward(a: argparse.Namespace, store, cfg) -> dict[str, tuple[float
 
 
 def precision(a: argparse.Namespace, tmp: Path) -> None:
-    from stages.generation import cpu_bf16_flags
-    from stages.train import load_inputs
+    from stages.llm.generation import cpu_bf16_flags
+    from stages.rl.inputs import load_inputs
 
     store, cfg = build_config(a, tmp, "fp32")
     fb = forward_backward(a, store, cfg) if a.fb_rounds else {}

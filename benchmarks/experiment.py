@@ -98,8 +98,8 @@ def plan(cfg: dict[str, Any], only: list[str] | None) -> list[list[str]]:
 
 def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """The issue's JSON from the eval artifacts that exist (missing runs are left out)."""
-    from stages.report import paired_difference
-    from stages.store import ArtifactStore
+    from stages.core.store import ArtifactStore
+    from stages.report.stage import paired_difference
 
     store = ArtifactStore(workdir)
 
@@ -271,7 +271,7 @@ def main() -> None:
         if a.dry_run:
             return
         evals = [f"eval-{n}" for n in ("base", "sft", *cfg["runs"], *cfg["baselines"])]
-        from stages.store import ArtifactStore
+        from stages.core.store import ArtifactStore
 
         done = [e for e in evals if ArtifactStore(workdir).exists(e)]
         paired = [p for p in ("eval-sft", "eval-sft-grpo") if p in done]

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from rerec_cli.main import Terminated
-from stages.errors import UserError
-from stages.store import ArtifactStore
+from stages.core.errors import UserError
+from stages.core.store import ArtifactStore
 
 
 def check_workdir(workdir: Path) -> None:
@@ -111,6 +111,46 @@ def usage_message(exc: typer.TyperException) -> str:
     return message.rstrip(".")
 
 
+_typer_display_type = TyperOption.display_type_rich
+
+
+def _display_type(self: TyperOption, ctx: Any) -> str | None:
+    """A flag takes no value, so its help shows none (Typer 0.29 prints `--force <bool>`)."""
+    return None if self.is_flag and self.metavar is None else _typer_display_type(self, ctx)
+
+
+TyperOption.display_type_rich = _display_type  # type: ignore[method-assign]
+
+# Global options also accepted after the subcommand (`rerec eval ... --workdir W --debug`).
+_GLOBAL_VALUE = ("--workdir", "-w")
+_GLOBAL_FLAG = ("--debug",)
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move `--workdir W` / `-w W` / `--workdir=W` / `--debug` given after the subcommand to the
+    front, where the group parses them (click reads group options before the command name
+    only). Everything after a `--` is left alone."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg in _GLOBAL_FLAG:
+            front.append(arg)
+        elif arg in _GLOBAL_VALUE and i + 1 < len(args):
+            front += [arg, args[i + 1]]
+            i += 1
+        elif arg.startswith("--workdir="):
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
 class RerecGroup(TyperGroup):
     """Turns exceptions into one-line messages and exit codes."""
 
@@ -123,6 +163,7 @@ class RerecGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         """Click's main without its boxes: a command-line mistake is one line, exit 2."""
+        args = hoist_global_options(list(sys.argv[1:] if args is None else args))
         try:
             code = super().main(
                 args=args,
@@ -202,7 +243,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from stages.version import code_version
+        from stages.core.version import code_version
 
         typer.echo(f"rerec {code_version()}")
         raise typer.Exit()

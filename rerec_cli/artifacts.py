@@ -12,8 +12,10 @@ from rich.tree import Tree
 
 from rerec_cli.app import state
 from rerec_cli.output import out
-from stages.errors import UserError
-from stages.store import MANIFEST, Artifact, ArtifactStore
+from stages.core.artifact import Artifact
+from stages.core.errors import UserError
+from stages.core.manifest import MANIFEST
+from stages.core.store import ArtifactStore
 
 artifacts_app = typer.Typer(help="Inspect the artifact store.", no_args_is_help=True)
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
+from rerec_cli.options import config_options
 from rerec_cli.output import out
-from stages.build_graph import BuildGraphConfig, Source, build_graph
-from stages.config import field_help, resolve_config
-from stages.errors import UserError
-
-H = BuildGraphConfig
+from stages.core.errors import UserError
+from stages.graph.config import BuildGraphConfig
+from stages.graph.stage import build_graph
 
 
 def _columns(pairs: list[str] | None) -> dict[str, str] | None:
@@ -35,72 +33,32 @@ def _columns(pairs: list[str] | None) -> dict[str, str] | None:
 
 
 @app.command("build-graph")
+@config_options(
+    BuildGraphConfig,
+    "build-graph",
+    flags={
+        "items_path": ("--items",),
+        "interactions_path": ("--interactions",),
+        "item_attributes_path": ("--item-attributes",),
+        "users_path": ("--users",),
+    },
+    parsers={"columns": _columns},
+)
 def build_graph_command(
-    source: Annotated[Source | None, typer.Option(help=field_help(H, "source"))] = None,
-    input_dir: Annotated[Path | None, typer.Option(help=field_help(H, "input_dir"))] = None,
-    output: Annotated[str | None, typer.Option(help=field_help(H, "output"))] = None,
-    enrich: Annotated[
-        bool | None, typer.Option("--enrich/--no-enrich", help=field_help(H, "enrich"))
-    ] = None,
-    cast_top_n: Annotated[int | None, typer.Option(help=field_help(H, "cast_top_n"))] = None,
-    year_tolerance: Annotated[
-        int | None, typer.Option(help=field_help(H, "year_tolerance"))
-    ] = None,
-    k_core: Annotated[int | None, typer.Option(help=field_help(H, "k_core"))] = None,
-    book_interactions: Annotated[
-        str | None, typer.Option(help=field_help(H, "book_interactions"))
-    ] = None,
-    unknown_items: Annotated[str | None, typer.Option(help=field_help(H, "unknown_items"))] = None,
-    domain: Annotated[str | None, typer.Option(help=field_help(H, "domain"))] = None,
-    items: Annotated[Path | None, typer.Option("--items", help=field_help(H, "items_path"))] = None,
-    interactions: Annotated[
-        Path | None, typer.Option("--interactions", help=field_help(H, "interactions_path"))
-    ] = None,
-    item_attributes: Annotated[
-        Path | None, typer.Option("--item-attributes", help=field_help(H, "item_attributes_path"))
-    ] = None,
-    users: Annotated[Path | None, typer.Option("--users", help=field_help(H, "users_path"))] = None,
-    column: Annotated[
+    cfg: BuildGraphConfig,
+    columns: Annotated[
         list[str] | None,
         typer.Option(
             "--column",
+            metavar="OURS=THEIRS",
             help="generic: OURS=THEIRS column mapping, repeatable "
             "(e.g. --column item_id=movieId) [config: columns]",
         ),
-    ] = None,
-    delimiter: Annotated[str | None, typer.Option(help=field_help(H, "delimiter"))] = None,
-    encoding: Annotated[str | None, typer.Option(help=field_help(H, "encoding"))] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML file of options.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if it exists.")] = False,
 ) -> None:
     """Build the item-attribute graph (DuckDB + Parquet) from MovieLens + Wikidata film facts,
     Book-Crossing, or your own files, and print its statistics."""
-    cfg = resolve_config(
-        BuildGraphConfig,
-        section="build-graph",
-        config_file=config,
-        overrides=dict(
-            source=source,
-            input_dir=input_dir,
-            output=output,
-            enrich=enrich,
-            cast_top_n=cast_top_n,
-            year_tolerance=year_tolerance,
-            k_core=k_core,
-            book_interactions=book_interactions,
-            unknown_items=unknown_items,
-            domain=domain,
-            items_path=items,
-            interactions_path=interactions,
-            item_attributes_path=item_attributes,
-            users_path=users,
-            columns=_columns(column),
-            delimiter=delimiter,
-            encoding=encoding,
-        ),
-    )
     result = build_graph(state.store, cfg, force=force, command=command_line())
     print_graph_stats(
         result.artifact.ref,

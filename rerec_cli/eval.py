@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import polars as pl
@@ -11,59 +10,32 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
+from rerec_cli.options import config_options
 from rerec_cli.output import out
 from rerec_cli.progress import print_prompt_tokens
 from schemas.eval import EVAL_METRICS
-from stages.config import field_help, resolve_config
-from stages.console import console
-from stages.eval_config import EvalConfig
-
-H = EvalConfig
-
-
-def _opt(name: str, *flags: str, **kw: Any) -> Any:
-    return typer.Option(*flags, help=field_help(H, name), **kw)
+from stages.core.console import console
+from stages.eval.config import EvalConfig
 
 
 @app.command("eval")
+@config_options(
+    EvalConfig,
+    "eval",
+    flags={
+        "families": ("--family",),
+        "allow_mismatch": ("--allow-mismatch",),
+        "use_vllm": ("--use-vllm",),
+    },
+)
 def eval_command(
-    policy: Annotated[str | None, _opt("policy")] = None,
-    model: Annotated[str | None, _opt("model")] = None,
-    baseline: Annotated[str | None, _opt("baseline")] = None,
-    queries: Annotated[str | None, _opt("queries")] = None,
-    split: Annotated[str | None, _opt("split")] = None,
-    families: Annotated[list[str] | None, _opt("families", "--family")] = None,
-    limit: Annotated[int | None, _opt("limit")] = None,
-    cf: Annotated[str | None, _opt("cf")] = None,
-    output: Annotated[str | None, _opt("output")] = None,
-    k: Annotated[int | None, _opt("k")] = None,
-    candidate_facts: Annotated[
-        str | None, _opt("candidate_facts", "--candidate-facts", metavar="none|compact|full")
-    ] = None,
-    named_facts: Annotated[
-        bool | None, _opt("named_facts", "--named-facts/--no-named-facts")
-    ] = None,
-    history: Annotated[int | None, _opt("history", "--history", metavar="N")] = None,
-    batch_size: Annotated[int | None, _opt("batch_size")] = None,
-    max_new_tokens: Annotated[int | None, _opt("max_new_tokens")] = None,
-    temperature: Annotated[float | None, _opt("temperature")] = None,
-    bootstrap: Annotated[int | None, _opt("bootstrap")] = None,
-    seed: Annotated[int | None, _opt("seed")] = None,
-    device: Annotated[str | None, _opt("device")] = None,
-    precision: Annotated[str | None, _opt("precision")] = None,
-    use_vllm: Annotated[bool | None, _opt("use_vllm", "--use-vllm")] = None,
-    allow_mismatch: Annotated[bool | None, _opt("allow_mismatch", "--allow-mismatch")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML file of options.")
-    ] = None,
+    cfg: EvalConfig,
     force: Annotated[bool, typer.Option("--force", help="Re-evaluate even if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Evaluate a policy (default: the latest `policy`), a base model (--model) or a baseline
     (--baseline) on a query split; metrics per domain x family with 95% bootstrap intervals."""
-    overrides = {k_: v for k_, v in locals().items() if k_ not in {"config", "force", "quiet"}}
-    cfg = resolve_config(EvalConfig, section="eval", config_file=config, overrides=overrides)
-    from stages.evaluate import evaluate  # torch and transformers: only when evaluating
+    from stages.eval.stage import evaluate  # torch and transformers: only when evaluating
 
     # The bar starts with the first batch: a baseline or an evaluation already done generates
     # nothing, and an empty bar would still print a blank line on stderr when it stops.

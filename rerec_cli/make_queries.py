@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
 from typing import Annotated
 
 import polars as pl
@@ -10,50 +10,26 @@ import typer
 from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
+from rerec_cli.options import config_options
 from rerec_cli.output import out
 from schemas.queries import FAMILIES, SPLITS
-from stages.config import field_help, resolve_config
-from stages.console import console
-from stages.errors import UserError
-from stages.make_queries import MakeQueriesConfig, check_artifact, example_rows, make_queries
-from stages.prompts import prompt_token_stats, render_user_message
-
-H = MakeQueriesConfig
+from stages.core.console import console
+from stages.core.errors import UserError
+from stages.llm.prompts import prompt_token_stats, render_user_message
+from stages.queries.config import MakeQueriesConfig
+from stages.queries.stage import check_artifact, example_rows, make_queries
 
 
 @app.command("make-queries")
+@config_options(
+    MakeQueriesConfig,
+    "make-queries",
+    flags={"families": ("--family",), "users_disjoint": ("--users-disjoint/--users-shared",)},
+)
 def make_queries_command(
-    graph: Annotated[str | None, typer.Option(help=field_help(H, "graph"))] = None,
-    output: Annotated[str | None, typer.Option(help=field_help(H, "output"))] = None,
-    family: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--family",
-            help="family to generate, repeatable: simple, medium, hard, interest "
-            "[config: families; default: all four]",
-        ),
-    ] = None,
-    train_size: Annotated[int | None, typer.Option(help=field_help(H, "train_size"))] = None,
-    valid_size: Annotated[int | None, typer.Option(help=field_help(H, "valid_size"))] = None,
-    test_size: Annotated[int | None, typer.Option(help=field_help(H, "test_size"))] = None,
-    candidates: Annotated[int | None, typer.Option(help=field_help(H, "candidates"))] = None,
-    hard_negative_share: Annotated[
-        float | None, typer.Option(help=field_help(H, "hard_negative_share"))
-    ] = None,
-    like_threshold: Annotated[
-        float | None, typer.Option(help=field_help(H, "like_threshold"))
-    ] = None,
-    min_support: Annotated[int | None, typer.Option(help=field_help(H, "min_support"))] = None,
-    history_len: Annotated[int | None, typer.Option(help=field_help(H, "history_len"))] = None,
-    users_disjoint: Annotated[
-        bool | None,
-        typer.Option("--users-disjoint/--users-shared", help=field_help(H, "users_disjoint")),
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help=field_help(H, "seed"))] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML file of options.")
-    ] = None,
+    cfg: MakeQueriesConfig,
     force: Annotated[bool, typer.Option("--force", help="Regenerate even if it exists.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress spinner.")] = False,
     check: Annotated[
         str | None,
         typer.Option(
@@ -86,33 +62,13 @@ def make_queries_command(
                 + ", ".join(f"{k} {v}" for k, v in problems.items() if v)
             )
         return
-    cfg = resolve_config(
-        MakeQueriesConfig,
-        section="make-queries",
-        config_file=config,
-        overrides=dict(
-            graph=graph,
-            output=output,
-            families=family,
-            train_size=train_size,
-            valid_size=valid_size,
-            test_size=test_size,
-            candidates=candidates,
-            hard_negative_share=hard_negative_share,
-            like_threshold=like_threshold,
-            min_support=min_support,
-            history_len=history_len,
-            users_disjoint=users_disjoint,
-            seed=seed,
-        ),
-    )
-    with console.status("generating queries") as status:
+    with contextlib.nullcontext() if quiet else console.status("generating queries") as status:
         result = make_queries(
             state.store,
             cfg,
             force=force,
             command=command_line(),
-            progress=lambda msg: status.update(msg),
+            progress=None if status is None else status.update,
         )
     art = result.artifact
     m = art.manifest.metrics
@@ -160,7 +116,7 @@ def token_table(queries: pl.DataFrame, model: str) -> Table:
     option and family."""
     from transformers import AutoTokenizer
 
-    from stages.models import resolve_model
+    from stages.llm.models import resolve_model
 
     path = resolve_model(state.store, model)[1]
     tok = AutoTokenizer.from_pretrained(path)

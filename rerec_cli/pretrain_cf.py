@@ -2,64 +2,29 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
+from rerec_cli.options import config_options
 from rerec_cli.output import out
 from schemas.cf import METRICS
-from stages.cf_config import PretrainCFConfig
-from stages.config import field_help, resolve_config
-
-H = PretrainCFConfig
+from stages.cf.config import PretrainCFConfig
 
 
 @app.command("pretrain-cf")
+@config_options(PretrainCFConfig, "pretrain-cf", flags={"split": ("--cf-split", "--split")})
 def pretrain_cf_command(
-    graph: Annotated[str | None, typer.Option(help=field_help(H, "graph"))] = None,
-    output: Annotated[str | None, typer.Option(help=field_help(H, "output"))] = None,
-    split: Annotated[str | None, typer.Option(help=field_help(H, "split"))] = None,
-    embedding_dim: Annotated[int | None, typer.Option(help=field_help(H, "embedding_dim"))] = None,
-    layers: Annotated[int | None, typer.Option(help=field_help(H, "layers"))] = None,
-    lr: Annotated[float | None, typer.Option(help=field_help(H, "lr"))] = None,
-    batch_size: Annotated[int | None, typer.Option(help=field_help(H, "batch_size"))] = None,
-    reg_weight: Annotated[float | None, typer.Option(help=field_help(H, "reg_weight"))] = None,
-    epochs: Annotated[int | None, typer.Option(help=field_help(H, "epochs"))] = None,
-    patience: Annotated[int | None, typer.Option(help=field_help(H, "patience"))] = None,
-    seed: Annotated[int | None, typer.Option(help=field_help(H, "seed"))] = None,
-    device: Annotated[str | None, typer.Option(help=field_help(H, "device"))] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML file of options.")
-    ] = None,
+    cfg: PretrainCFConfig,
     force: Annotated[bool, typer.Option("--force", help="Retrain even if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No per-epoch lines.")] = False,
 ) -> None:
     """Pretrain LightGCN (torch-geometric) on the graph's interactions, evaluate it by full
     ranking, and store user and item embeddings (the PAS reward and personalisation use them)."""
-    from stages.pretrain_cf import epoch_printer, pretrain_cf  # torch: only when training
+    from stages.cf.stage import epoch_printer, pretrain_cf  # torch: only when training
 
-    cfg = resolve_config(
-        PretrainCFConfig,
-        section="pretrain-cf",
-        config_file=config,
-        overrides=dict(
-            graph=graph,
-            output=output,
-            split=split,
-            embedding_dim=embedding_dim,
-            layers=layers,
-            lr=lr,
-            batch_size=batch_size,
-            reg_weight=reg_weight,
-            epochs=epochs,
-            patience=patience,
-            seed=seed,
-            device=device,
-        ),
-    )
     result = pretrain_cf(
         state.store,
         cfg,

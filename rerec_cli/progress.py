@@ -9,8 +9,8 @@ from typing import Any
 import polars as pl
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from stages.console import console
-from stages.prompts import describe_token_stats
+from stages.core.console import console
+from stages.llm.prompts import describe_token_stats
 
 
 def print_prompt_tokens(stats: pl.DataFrame) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from rerec_cli.app import app, state
 from rerec_cli.output import out
-from stages.errors import UserError
+from stages.core.errors import UserError
 
 
 @app.command("recommend")
@@ -47,8 +47,8 @@ def recommend_command(
     """Recommend catalogue items for an open-ended request: retrieve candidates from the graph
     (attributes and titles named in the request; the user's LightGCN top items with --user),
     let the policy reason and choose, and show its reasoning and the evidence."""
-    from stages.generation import load_generator
-    from stages.recommend import Assistant, Catalogue
+    from stages.assistant.stage import Assistant, Catalogue
+    from stages.llm.generation import load_generator
 
     if request is None and not chat:
         raise UserError('give a request, e.g. rerec recommend "a comedy directed by Woody Allen"')

@@ -43,7 +43,7 @@ def report_command(
     """Compare evaluations like the paper's table: rows = runs and baselines, columns =
     domain-family accuracy; also NDCG and valid-format tables, accuracy/training/curriculum
     plots."""
-    from stages.report import write_report  # matplotlib: only when reporting
+    from stages.report.stage import write_report  # matplotlib: only when reporting
 
     tables, folder, _ = write_report(
         state.store,

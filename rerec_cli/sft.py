@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import polars as pl
@@ -10,50 +9,24 @@ import typer
 from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
+from rerec_cli.options import config_options
 from rerec_cli.output import out
 from rerec_cli.progress import StepProgress, evenly_spaced, print_prompt_tokens
-from stages.config import field_help, resolve_config
-from stages.sft_config import SFTConfig
-
-H = SFTConfig
-
-
-def _opt(name: str, *flags: str) -> Any:
-    return typer.Option(*flags, help=field_help(H, name))
+from stages.sft.config import SFTConfig
 
 
 @app.command("sft")
+@config_options(
+    SFTConfig,
+    "sft",
+    flags={
+        "families": ("--family",),
+        "allow_mismatch": ("--allow-mismatch",),
+        "lora": ("--lora/--full",),
+    },
+)
 def sft_command(
-    queries: Annotated[str | None, _opt("queries")] = None,
-    model: Annotated[str | None, _opt("model")] = None,
-    output: Annotated[str | None, _opt("output")] = None,
-    part: Annotated[str | None, _opt("part")] = None,
-    families: Annotated[list[str] | None, _opt("families", "--family")] = None,
-    limit: Annotated[int | None, _opt("limit")] = None,
-    allow_mismatch: Annotated[bool | None, _opt("allow_mismatch", "--allow-mismatch")] = None,
-    k: Annotated[int | None, _opt("k")] = None,
-    candidate_facts: Annotated[str | None, _opt("candidate_facts")] = None,
-    named_facts: Annotated[
-        bool | None, _opt("named_facts", "--named-facts/--no-named-facts")
-    ] = None,
-    history: Annotated[int | None, _opt("history")] = None,
-    epochs: Annotated[float | None, _opt("epochs")] = None,
-    steps: Annotated[int | None, _opt("steps")] = None,
-    batch_size: Annotated[int | None, _opt("batch_size")] = None,
-    micro_batch: Annotated[int | None, _opt("micro_batch")] = None,
-    lr: Annotated[float | None, _opt("lr")] = None,
-    warmup_ratio: Annotated[float | None, _opt("warmup_ratio")] = None,
-    max_length: Annotated[int | None, _opt("max_length")] = None,
-    lora: Annotated[bool | None, _opt("lora", "--lora/--full")] = None,
-    lora_r: Annotated[int | None, _opt("lora_r")] = None,
-    lora_alpha: Annotated[int | None, _opt("lora_alpha")] = None,
-    lora_dropout: Annotated[float | None, _opt("lora_dropout")] = None,
-    seed: Annotated[int | None, _opt("seed")] = None,
-    device: Annotated[str | None, _opt("device")] = None,
-    precision: Annotated[str | None, _opt("precision")] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="YAML file of options.")
-    ] = None,
+    cfg: SFTConfig,
     force: Annotated[bool, typer.Option("--force", help="Retrain even if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -61,9 +34,7 @@ def sft_command(
     (restate the request, show the fitting candidate's facts, rule out a tempting wrong one,
     then \\boxed{title}), so that RL starts from a model that answers in the format. Writes a
     policy (full weights in model/) that `rerec train --model sft` starts from."""
-    overrides = {k_: v for k_, v in locals().items() if k_ not in _NOT_CONFIG}
-    cfg = resolve_config(SFTConfig, section="sft", config_file=config, overrides=overrides)
-    from stages.sft import sft_policy  # torch, transformers, TRL: only when training
+    from stages.sft.stage import sft_policy  # torch, transformers, TRL: only when training
 
     with StepProgress("sft", _sft_stats, quiet) as on_step:
         result = sft_policy(
@@ -84,9 +55,6 @@ def sft_command(
             f"examples, {m.get('tokens_per_second') or 0:.0f} tokens/s ({m.get('precision')})"
         )
     out.print(loss_curve(art.read("log")))
-
-
-_NOT_CONFIG = {"config", "force", "quiet"}
 
 
 def _sft_stats(row: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ import schemas
 from rerec_cli.app import state
 from rerec_cli.main import app
 from schemas import ArtifactSchema, TableSchema
-from stages.store import ArtifactStore
+from stages.core.store import ArtifactStore
 
 # A one-table artifact schema for tests of the store and the CLI around it.
 TOY = ArtifactSchema(

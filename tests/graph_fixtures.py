@@ -7,8 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
-from stages.graph_sources import ML100K_GENRES
-from stages.store import ArtifactStore
+from stages.core.store import ArtifactStore
+from stages.graph.sources.movielens import ML100K_GENRES
 
 # Five movies; "Usual Suspects, The" must match "The Usual Suspects", "Seven (Se7en)" must match
 # "Se7en" one year off, "Postino, Il" must match "Il Postino: The Postman", "Cité" (accented)

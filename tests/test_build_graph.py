@@ -10,17 +10,16 @@ import duckdb
 import polars as pl
 import pytest
 
-from stages.build_graph import BuildGraphConfig, build_graph, k_core
-from stages.errors import UserError
-from stages.film_facts import match_films, normalise_title, read_wikidata_films, split_title_year
-from stages.graph_sources import (
-    clean_isbn,
-    normalise_person,
-    read_book_crossing,
-    read_generic,
-    read_movielens,
-    read_recbole_ml100k,
-)
+from stages.core.errors import UserError
+from stages.graph.assemble import k_core
+from stages.graph.config import BuildGraphConfig
+from stages.graph.film_facts import match_films, read_wikidata_films
+from stages.graph.sources.book_crossing import clean_isbn, normalise_person, read_book_crossing
+from stages.graph.sources.generic import read_generic
+from stages.graph.sources.movielens import read_movielens
+from stages.graph.sources.recbole import read_recbole_ml100k
+from stages.graph.stage import build_graph
+from stages.text.titles import normalise_title, split_title_year
 from tests.graph_fixtures import (
     MOVIES,
     RATINGS,

@@ -26,21 +26,6 @@ def test_version_names_the_package_version(rerec) -> None:
     assert result.stdout.startswith(f"rerec {metadata.version('rerec')}")
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("fetch", "--help"),
-        ("artifacts", "--help"),
-        ("artifacts", "list", "--help"),
-        ("artifacts", "show", "--help"),
-        ("artifacts", "path", "--help"),
-    ],
-)
-def test_every_command_has_help(rerec, args) -> None:
-    result = rerec(*args)
-    assert result.exit_code == 0 and "Usage" in result.stdout
-
-
 def test_unknown_command_and_option_exit_2(rerec) -> None:
     assert rerec("no-such-command").exit_code == 2
     assert rerec("fetch", "--no-such-option").exit_code == 2

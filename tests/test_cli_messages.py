@@ -17,8 +17,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from stages.errors import UserError
-from stages.store import ArtifactStore
+from stages.core.errors import UserError
+from stages.core.store import ArtifactStore
 
 pytestmark = pytest.mark.usefixtures("toy_schema")  # the `toy` artifact (conftest)
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +40,9 @@ def build_toy(store: ArtifactStore, name: str = "toy", a: int = 1):
 @pytest.fixture(scope="module")
 def toy_workdir(tmp_path_factory) -> tuple[ArtifactStore, Path]:
     """A graph, a query split and a tiny model stored as the `smollm2-135m` artifact."""
-    from stages.make_queries import MakeQueriesConfig, make_queries
-    from stages.prompts import SYSTEM_PROMPT
+    from stages.llm.prompts import SYSTEM_PROMPT
+    from stages.queries.config import MakeQueriesConfig
+    from stages.queries.stage import make_queries
     from tests.test_make_queries import build_toy_graph, toy_catalogue
     from tests.tiny_llm import write_tiny_llm
 
@@ -136,7 +137,8 @@ def test_sigterm_removes_the_write_in_progress_and_exits_143(tmp_path) -> None:
         def slow_toy() -> None:
             def build(w):
                 w.write_table("t", pl.DataFrame({{"x": [1]}}))
-                Path({str(ready)!r}).write_text(str(w.path))
+                Path({str(ready)!r} + '.tmp').write_text(str(w.path))  # then renamed:
+                Path({str(ready)!r} + '.tmp').rename({str(ready)!r})  # never read half-written
                 time.sleep(60)
 
             state.store.build("toy", config={{}}, build=build)
@@ -329,7 +331,7 @@ def test_policy_adapter_loads_with_plain_libraries_after_the_workdir_moved(
         torch.testing.assert_close(net(x).logits, want)
         # rerec: through the store, from anywhere
         monkeypatch.chdir(unrelated)
-        from stages.generation import load_generator
+        from stages.llm.generation import load_generator
 
         gen = load_generator(
             ArtifactStore(moved), policy="policy", model=None, device="cpu", precision="fp32"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import Field
 
-from stages.config import StageConfig, resolve_config
-from stages.errors import UserError
+from stages.core.config import StageConfig, resolve_config
+from stages.core.errors import UserError
 
 
 class ToyConfig(StageConfig):
@@ -70,9 +70,9 @@ def test_shipped_presets_are_valid_configs_of_their_stages(preset: Path) -> None
     unknown, no value out of range (the GPU runs cannot be tried here, their configs can)."""
     import yaml
 
-    from stages.eval_config import EvalConfig
-    from stages.sft_config import SFTConfig
-    from stages.train_config import TrainConfig
+    from stages.eval.config import EvalConfig
+    from stages.rl.config import TrainConfig
+    from stages.sft.config import SFTConfig
 
     classes = {"sft": SFTConfig, "train": TrainConfig, "eval": EvalConfig}
     sections = yaml.safe_load(preset.read_text())

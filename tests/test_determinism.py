@@ -22,7 +22,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from stages.store import ArtifactStore
+from stages.core.store import ArtifactStore
 from tests.conftest import invoke
 
 REPO = Path(__file__).resolve().parents[1]

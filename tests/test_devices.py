@@ -1,12 +1,12 @@
-"""One rule for --device across stages (`stages.devices.pick_device`)."""
+"""One rule for --device across stages (`stages.core.devices.pick_device`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from stages.devices import pick_device
-from stages.errors import UserError
+from stages.core.devices import pick_device
+from stages.core.errors import UserError
 
 
 def test_auto_and_named_devices() -> None:

@@ -11,19 +11,16 @@ import numpy as np
 import polars as pl
 import pytest
 
-from stages.eval_config import EvalConfig
-from stages.evaluate import (
-    baseline_predictions,
-    bootstrap_means,
-    evaluate,
-    metrics_table,
-    score_predictions,
-)
-from stages.make_queries import MakeQueriesConfig, make_queries
-from stages.rewards import RewardIndex, RewardWeights
-from stages.store import ArtifactStore
-from stages.train import train_policy
-from stages.train_config import TrainConfig
+from stages.core.store import ArtifactStore
+from stages.eval.baselines import baseline_predictions
+from stages.eval.config import EvalConfig
+from stages.eval.metrics import bootstrap_means, metrics_table, score_predictions
+from stages.eval.stage import evaluate
+from stages.queries.config import MakeQueriesConfig
+from stages.queries.stage import make_queries
+from stages.rewards.dual_graph import RewardIndex, RewardWeights
+from stages.rl.config import TrainConfig
+from stages.rl.stage import train_policy
 from tests.conftest import invoke
 from tests.test_make_queries import build_toy_graph, toy_catalogue
 from tests.train_fixtures import build_toy_workdir
@@ -177,7 +174,7 @@ def test_a_rerun_returns_before_loading_a_model(toy, monkeypatch) -> None:
     def no_loading(*a, **k):
         raise AssertionError("a model was loaded for an eval that exists")
 
-    monkeypatch.setattr("stages.generation.load_generator", no_loading)
+    monkeypatch.setattr("stages.llm.generation.load_generator", no_loading)
     for args in runs:
         r = cli(store, monkeypatch, "eval", *args)
         assert r.exit_code == 0, r.output

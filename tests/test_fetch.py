@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.errors import UserError
-from stages.fetch import BUILTIN_SOURCES, Source, fetch_source
+from stages.core.errors import UserError
+from stages.fetch.config import BUILTIN_SOURCES, Source
+from stages.fetch.stage import fetch_source
 from tests.conftest import build_wheel
 
 DATA = b"user_id:token\titem_id:token\n1\t2\n"

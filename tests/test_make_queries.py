@@ -9,11 +9,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from stages.build_graph import BuildGraphConfig, build_graph
-from stages.errors import UserError
-from stages.make_queries import GraphView, MakeQueriesConfig, check_queries, make_queries
-from stages.prompts import render_messages, render_user_message
-from stages.store import ArtifactStore
+from stages.core.errors import UserError
+from stages.core.store import ArtifactStore
+from stages.graph.config import BuildGraphConfig
+from stages.graph.stage import build_graph
+from stages.graph.view import GraphView
+from stages.llm.prompts import render_messages, render_user_message
+from stages.queries.checker import check_queries
+from stages.queries.config import MakeQueriesConfig
+from stages.queries.stage import make_queries
 
 N_ITEMS, N_USERS = 80, 40
 SMALL = dict(train_size=12, valid_size=3, test_size=5, candidates=6)

@@ -13,16 +13,11 @@ import torch
 
 import schemas
 from schemas import ArtifactSchema
-from stages.errors import UserError
-from stages.lightgcn import NegativeSampler, normalized_adjacency
-from stages.pretrain_cf import (
-    PretrainCFConfig,
-    UserItemSets,
-    evaluate,
-    pretrain_cf,
-    split_interactions,
-)
-from stages.store import ArtifactStore
+from stages.cf.config import PretrainCFConfig
+from stages.cf.lightgcn import NegativeSampler, normalized_adjacency
+from stages.cf.stage import UserItemSets, evaluate, pretrain_cf, split_interactions
+from stages.core.errors import UserError
+from stages.core.store import ArtifactStore
 
 
 def write_graph(
@@ -309,7 +304,7 @@ def test_bad_device_and_options(store: ArtifactStore) -> None:
 def test_symmetric_conv_matches_pyg_lightgcn_values_and_gradients() -> None:
     from torch_geometric.nn.models import LightGCN
 
-    from stages.lightgcn import LightGCNRecommender
+    from stages.cf.lightgcn import LightGCNRecommender
 
     pairs, n_users, n_items = planted_clusters()
     adj = normalized_adjacency(

@@ -12,17 +12,19 @@ from types import SimpleNamespace
 import polars as pl
 import pytest
 
-from stages.config import resolve_config
-from stages.eval_config import EvalConfig
-from stages.make_queries import MakeQueriesConfig, candidate_attributes, make_queries
-from stages.prompts import (
+from stages.core.config import resolve_config
+from stages.core.store import ArtifactStore
+from stages.eval.config import EvalConfig
+from stages.llm.prompts import (
     prompt_options,
     prompt_token_stats,
     render_messages,
     render_user_message,
 )
-from stages.store import ArtifactStore
-from stages.train_config import TrainConfig
+from stages.queries.config import MakeQueriesConfig
+from stages.queries.facts import candidate_attributes
+from stages.queries.stage import make_queries
+from stages.rl.config import TrainConfig
 from tests.conftest import invoke
 from tests.test_make_queries import build_toy_graph, toy_catalogue
 

@@ -11,8 +11,9 @@ import polars as pl
 import pytest
 
 from schemas.eval import PREDICTIONS
-from stages.report import paired_difference
-from stages.store import ArtifactStore, ArtifactWriter
+from stages.core.artifact import ArtifactWriter
+from stages.core.store import ArtifactStore
+from stages.report.stage import paired_difference
 from tests.conftest import invoke
 from tests.test_store_guarantees import copy_of, pipeline  # noqa: F401  (fixtures)
 

@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from stages.curriculum import CurriculumSampler, curriculum_order, difficulties
-from stages.film_facts import normalise_title, normalise_title_str
-from stages.raae import group_token_advantages, penalised, segment_spans, token_rewards
-from stages.rewards import RewardIndex, RewardWeights, parse_boxed, score_completion
+from stages.llm.answers import parse_boxed
+from stages.rewards.dual_graph import RewardIndex, RewardWeights, score_completion
+from stages.rl.curriculum import CurriculumSampler, curriculum_order, difficulties
+from stages.rl.raae import group_token_advantages, penalised, segment_spans, token_rewards
+from stages.text.titles import normalise_title, normalise_title_str
 
 QUERY = {
     "query_id": "q1",
@@ -187,7 +188,7 @@ def test_curriculum_sampler_state_round_trip() -> None:
 
 
 def test_batch_scoring_matches_one_by_one(index) -> None:
-    from stages.rewards import score_batch
+    from stages.rewards.dual_graph import score_batch
 
     texts = ["\\boxed{Sleeper}", "\\boxed{Bananas}", "nothing", "\\boxed{1}", "\\boxed{Jaws}"]
     batch = score_batch(texts, [QUERY] * len(texts), index)
@@ -195,3 +196,56 @@ def test_batch_scoring_matches_one_by_one(index) -> None:
     np.testing.assert_allclose(batch["reward"], [p.total for p in one])
     np.testing.assert_allclose(batch["pas"], [p.pas for p in one])
     assert batch["correct"].tolist() == [p.correct for p in one]
+
+
+# ------------------------------------------------------------------ token offsets
+def _offsets_by_definition(tok, ids, text) -> list[tuple[int, int]]:
+    """Token t starts where the decoded prefix ids[:t] stops agreeing with the text."""
+    starts = []
+    for t in range(len(ids)):
+        prefix = tok.decode(ids[:t], skip_special_tokens=True)
+        n = 0
+        while n < min(len(prefix), len(text)) and prefix[n] == text[n]:
+            n += 1
+        starts.append(n)
+    return list(zip(starts, [*starts[1:], len(text)][: len(starts)], strict=True))
+
+
+def _tokenizers() -> dict[str, object]:
+    from tokenizers import decoders
+    from transformers import PreTrainedTokenizerFast
+
+    from tests.tiny_llm import train_tokenizer
+
+    corpus = ["Amélie (2001) is a comedy", "Léon: The Professional", "日本 映画", "naïve café"]
+    byte_level = train_tokenizer(corpus * 20, vocab_size=300)
+    # a SentencePiece-style tokenizer: decoding one token alone drops its leading space, so
+    # the pieces do not add up to the text and token_offsets takes its exact slow path
+    meta = Tokenizer(models.BPE(unk_token="<unk>"))
+    meta.pre_tokenizer = pre_tokenizers.Metaspace()
+    meta.decoder = decoders.Metaspace()
+    trainer = __import__("tokenizers").trainers.BpeTrainer(
+        vocab_size=200, special_tokens=["<unk>"], initial_alphabet=list("▁abcdeéilnortxyz日本 ")
+    )
+    meta.train_from_iterator(corpus * 20, trainer=trainer)
+    metaspace = PreTrainedTokenizerFast(tokenizer_object=meta, unk_token="<unk>")
+    return {"byte-level": byte_level, "metaspace": metaspace}
+
+
+TOKENIZERS: dict[str, object] = {}
+
+
+@pytest.mark.parametrize("kind", ["byte-level", "metaspace"])
+@settings(max_examples=60, deadline=None)
+@given(
+    text=st.text(alphabet="aéi lnot日本映画🎬xyz\n", max_size=40),
+    cut=st.integers(min_value=0, max_value=3),
+)
+def test_token_offsets_follow_their_definition(kind: str, text: str, cut: int) -> None:
+    from stages.rl.raae import token_offsets
+
+    tok = TOKENIZERS.setdefault(kind, None) or TOKENIZERS.update(_tokenizers()) or TOKENIZERS[kind]
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    ids = ids[: max(len(ids) - cut, 0)]  # a completion cut mid-character at the token limit
+    decoded = tok.decode(ids, skip_special_tokens=True)
+    assert token_offsets(tok, ids, decoded) == _offsets_by_definition(tok, ids, decoded)

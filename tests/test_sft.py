@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from stages.queries_reader import read_split
-from stages.sft_data import write_completion
-from stages.store import ArtifactStore
+from stages.core.store import ArtifactStore
+from stages.queries.reader import read_split
+from stages.sft.data import write_completion
 from tests.conftest import invoke
 from tests.train_fixtures import build_toy_workdir
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor
 
-from stages.errors import UserError
-from stages.generation import BoxStop, Generator, generate, resolve_precision
-from stages.prompts import render_messages
-from stages.rewards import parse_boxed
-from stages.store import ArtifactStore
-from stages.train_config import TrainConfig
+from stages.core.errors import UserError
+from stages.core.store import ArtifactStore
+from stages.llm.answers import parse_boxed
+from stages.llm.generation import BoxStop, Generator, generate, resolve_precision
+from stages.llm.prompts import render_messages
+from stages.rl.config import TrainConfig
 from tests.tiny_llm import warm_up
 from tests.train_fixtures import build_toy_workdir
 
@@ -196,7 +196,8 @@ def test_eval_generation_ends_at_the_box(toy, talker) -> None:
 def test_training_rollouts_end_at_the_box_with_the_right_mask(
     toy, talker, tmp_path, precision
 ) -> None:
-    from stages.train import load_inputs, make_trainer
+    from stages.rl.inputs import load_inputs
+    from stages.rl.stage import make_trainer
 
     store, _ = toy
     cfg = TrainConfig(model=str(talker), precision=precision, **TRAIN)
@@ -224,7 +225,9 @@ def test_training_rollouts_end_at_the_box_with_the_right_mask(
 
 
 def test_bf16_rollout_copy_is_the_policy_with_its_adapter_merged(toy, tmp_path) -> None:
-    from stages.train import bf16_rollout_model, load_inputs, make_trainer
+    from stages.rl.inputs import load_inputs
+    from stages.rl.stage import make_trainer
+    from stages.rl.trainer import bf16_rollout_model
 
     store, model = toy
     cfg = TrainConfig(model=str(model), precision="bf16", **TRAIN)
@@ -280,7 +283,8 @@ def count_reference_passes(monkeypatch) -> list[int]:
 
 @pytest.mark.parametrize(("beta", "passes"), [(0.0, 0), (0.01, 1)])
 def test_beta_zero_makes_no_reference_pass(toy, tmp_path, monkeypatch, beta, passes) -> None:
-    from stages.train import load_inputs, make_trainer
+    from stages.rl.inputs import load_inputs
+    from stages.rl.stage import make_trainer
 
     store, model = toy
     calls = count_reference_passes(monkeypatch)
@@ -294,9 +298,9 @@ def test_beta_zero_makes_no_reference_pass(toy, tmp_path, monkeypatch, beta, pas
 
 
 def test_policy_and_eval_record_the_resolved_precision(toy) -> None:
-    from stages.eval_config import EvalConfig
-    from stages.evaluate import evaluate
-    from stages.train import train_policy
+    from stages.eval.config import EvalConfig
+    from stages.eval.stage import evaluate
+    from stages.rl.stage import train_policy
 
     store, model = toy
     cfg = TrainConfig(model=str(model), precision="bf16", beta=0.0, output="policy-bf16", **TRAIN)
@@ -315,7 +319,8 @@ def test_bf16_training_step_agrees_with_fp32(toy, tmp_path) -> None:
     """The same batch through the fp32 and the bf16 trainer: bf16 runs the loss's forward
     under autocast (bf16 matrix products) and gives the same loss, log-probabilities and
     gradient within bf16 tolerance."""
-    from stages.train import load_inputs, make_trainer
+    from stages.rl.inputs import load_inputs
+    from stages.rl.stage import make_trainer
 
     store, model = toy
     results = {}

@@ -16,8 +16,10 @@ import pytest
 
 import schemas
 from schemas import ArtifactSchema, TableSchema
-from stages.errors import UserError
-from stages.store import MANIFEST, ArtifactStore, ArtifactWriter
+from stages.core.artifact import ArtifactWriter
+from stages.core.errors import UserError
+from stages.core.manifest import MANIFEST
+from stages.core.store import ArtifactStore
 
 TOY = ArtifactSchema(
     name="toy",
@@ -170,7 +172,7 @@ def test_killed_write_leaves_store_as_it_was(store: ArtifactStore, tmp_path: Pat
         import schemas
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_store import TOY
-        from stages.store import ArtifactStore
+        from stages.core.store import ArtifactStore
         schemas.ARTIFACTS["toy"] = TOY
         def build(w):
             w.write_table("numbers", pl.DataFrame({{"id": [1], "value": [1.0]}}))

@@ -12,11 +12,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from stages.cf_config import PretrainCFConfig
-from stages.eval_config import EvalConfig
-from stages.evaluate import evaluate
-from stages.make_queries import MakeQueriesConfig, make_queries
-from stages.store import MANIFEST, ArtifactStore, ArtifactWriter
+from stages.cf.config import PretrainCFConfig
+from stages.core.artifact import ArtifactWriter
+from stages.core.manifest import MANIFEST
+from stages.core.store import ArtifactStore
+from stages.eval.config import EvalConfig
+from stages.eval.stage import evaluate
+from stages.queries.config import MakeQueriesConfig
+from stages.queries.stage import make_queries
 from tests.conftest import invoke
 from tests.test_make_queries import build_toy_graph, toy_catalogue
 
@@ -33,7 +36,7 @@ def write_x(n: int):
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> ArtifactStore:
     """graph, cf, queries and two baseline evaluations of a toy catalogue."""
-    from stages.pretrain_cf import pretrain_cf
+    from stages.cf.stage import pretrain_cf
 
     root = tmp_path_factory.mktemp("guarantees")
     store = ArtifactStore(root / "workdir")
@@ -133,7 +136,7 @@ def test_truncated_file_is_refused_naming_it(copy_of, monkeypatch) -> None:
 
 
 def test_unchanged_files_are_not_hashed_again(copy_of, monkeypatch) -> None:
-    import stages.store as store_module
+    import stages.core.store as store_module
 
     art = copy_of.resolve("queries")  # verified once: sizes and mtimes remembered
     calls = []
@@ -182,7 +185,7 @@ def test_stale_temp_cleanup_keeps_files_it_did_not_make(store) -> None:
 
 # ------------------------------------------------------------------ 5. mixed inputs
 def test_eval_stops_when_cf_comes_from_another_graph(copy_of, monkeypatch, tmp_path) -> None:
-    from stages.pretrain_cf import pretrain_cf
+    from stages.cf.stage import pretrain_cf
 
     old_graph = copy_of.latest_version("graph")
     build_toy_graph(copy_of, tmp_path, toy_catalogue(seed=7))  # a new graph version
@@ -258,7 +261,7 @@ def test_concurrent_write_from_another_process_is_refused(store, tmp_path) -> No
     script.write_text(
         textwrap.dedent(f"""
         import sys, time
-        from stages.store import ArtifactStore
+        from stages.core.store import ArtifactStore
         with ArtifactStore({str(store.root)!r}).lock("toy"):
             print("held", flush=True)
             time.sleep(30)
@@ -267,7 +270,7 @@ def test_concurrent_write_from_another_process_is_refused(store, tmp_path) -> No
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
-        from stages.errors import UserError
+        from stages.core.errors import UserError
 
         with pytest.raises(UserError, match=f"toy is being written by pid {proc.pid}"):
             store.build("toy", config={"n": 1}, build=write_x(1))

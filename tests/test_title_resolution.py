@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stages.rewards import CandidateIndex, RewardIndex, RewardWeights, score_batch
+from stages.llm.answers import CandidateIndex
+from stages.rewards.dual_graph import RewardIndex, RewardWeights, score_batch
 
 # Real MovieLens titles (ml-100k, ml-1m, ml-latest spellings), decoys of the issue included.
 CATALOGUE = [

@@ -17,9 +17,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stages.errors import UserError
-from stages.store import ArtifactStore
-from stages.train_config import TrainConfig
+from stages.core.errors import UserError
+from stages.core.store import ArtifactStore
+from stages.rl.config import TrainConfig
 from tests.conftest import invoke
 from tests.train_fixtures import build_toy_workdir
 
@@ -36,7 +36,7 @@ def toy(tmp_path_factory) -> tuple[ArtifactStore, Path]:
 
 
 def train(store, model, **kw):
-    from stages.train import train_policy
+    from stages.rl.stage import train_policy
 
     return train_policy(store, TrainConfig(model=str(model), **{**SMALL, **kw}))
 
@@ -98,9 +98,8 @@ def test_curriculum_follows_the_previous_epochs_rollouts(toy) -> None:
 def test_raae_advantages_token_by_token(toy) -> None:
     from transformers import AutoTokenizer
 
-    from stages.raae import segment_spans
-    from stages.rewards import RewardIndex, RewardWeights, score_batch
-    from stages.train import raae_advantages, token_offsets
+    from stages.rewards.dual_graph import RewardIndex, RewardWeights, score_batch
+    from stages.rl.raae import raae_advantages, segment_spans, token_offsets
 
     _, model = toy
     tok = AutoTokenizer.from_pretrained(model)
@@ -211,7 +210,7 @@ def test_raae_advantages_token_by_token(toy) -> None:
 
 
 def test_resume_equals_an_uninterrupted_run(toy) -> None:
-    from stages.train import train_policy
+    from stages.rl.stage import train_policy
 
     store, model = toy
     base = dict(model=str(model), **SMALL, save_steps=2, seed=7)
@@ -353,8 +352,8 @@ def test_two_process_ddp_gloo(toy, tmp_path) -> None:
 
 
 def test_full_fine_tuning_writes_a_loadable_model(toy) -> None:
-    from stages.eval_config import EvalConfig
-    from stages.evaluate import evaluate
+    from stages.eval.config import EvalConfig
+    from stages.eval.stage import evaluate
 
     store, model = toy
     art = train(store, model, lora=False, beta=0.0, steps=1, output="policy-full").artifact

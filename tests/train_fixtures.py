@@ -8,16 +8,17 @@ from pathlib import Path
 
 import polars as pl
 
-from stages.cf_config import PretrainCFConfig
-from stages.make_queries import MakeQueriesConfig, make_queries
-from stages.prompts import SYSTEM_PROMPT, render_messages, render_user_message
-from stages.store import ArtifactStore
+from stages.cf.config import PretrainCFConfig
+from stages.core.store import ArtifactStore
+from stages.llm.prompts import SYSTEM_PROMPT, render_messages, render_user_message
+from stages.queries.config import MakeQueriesConfig
+from stages.queries.stage import make_queries
 from tests.test_make_queries import build_toy_graph, toy_catalogue
 from tests.tiny_llm import warm_up, write_tiny_llm
 
 
 def build_toy_workdir(root: Path) -> tuple[ArtifactStore, Path]:
-    from stages.pretrain_cf import pretrain_cf
+    from stages.cf.stage import pretrain_cf
 
     store = ArtifactStore(root / "workdir")
     build_toy_graph(store, root, toy_catalogue())

@@ -1,0 +1,1 @@
+"""`rerec recommend`: answer one free-text request against a graph with a policy."""

@@ -1,0 +1,3 @@
+"""What every stage shares: the artifact store and manifests, config loading, errors, console,
+devices, the code version.
+"""

@@ -1,0 +1,1 @@
+"""`rerec fetch`: download, verify by hash and extract the registered datasets and models."""

@@ -1,0 +1,2 @@
+"""What every model-facing stage shares: prompt rendering, model resolution, batched generation,
+reading the boxed answer."""

@@ -1,0 +1,1 @@
+"""`rerec report`: tables, paired bootstrap intervals and plots over eval artifacts."""

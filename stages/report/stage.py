@@ -1,0 +1,328 @@
+"""`rerec report`: evaluations side by side, as in the paper's table (rows = runs and baselines,
+columns = domain-family accuracy), written as Markdown, JSON and PNG plots: accuracy by family
+with 95% intervals, training reward and accuracy curves and curriculum difficulty per epoch of
+the evaluated policies."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from stages.core.artifact import Artifact
+from stages.core.errors import UserError
+from stages.core.store import ArtifactStore
+
+FAMILY_ORDER = ("simple", "medium", "hard", "interest", "all")
+# Written into every report folder: `--out` replaces a folder only if it holds this marker (a
+# previous report) or is empty, so a mistyped `--out .` never deletes a workdir or a project.
+MARKER = ".rerec-report"
+
+
+@dataclass
+class Run:
+    label: str
+    eval: Artifact
+    metrics: pl.DataFrame
+    about: dict[str, Any]
+    policy: Artifact | None
+
+
+def column_label(domain: str, family: str) -> str:
+    return f"{domain[:1].upper()}-{family.capitalize()}"
+
+
+def load_runs(store: ArtifactStore, refs: list[str]) -> list[Run]:
+    if not refs:
+        raise UserError("name at least one eval artifact (e.g. rerec report eval-policy eval-base)")
+    runs = []
+    for ref in refs:
+        art = store.resolve(ref, kind="eval")
+        about = json.loads(art.file("eval.json").read_text())
+        policy = None
+        if about.get("policy"):
+            try:
+                policy = store.resolve(about["policy"])
+            except UserError:
+                policy = None  # removed since; its curves are left out
+        label = art.name.removeprefix("eval-")
+        runs.append(Run(label, art, art.read("metrics"), about, policy))
+    return runs
+
+
+def columns_of(runs: list[Run]) -> list[tuple[str, str]]:
+    seen = {(d, f) for r in runs for d, f in r.metrics.select("domain", "family").iter_rows()}
+    rank = {f: n for n, f in enumerate(FAMILY_ORDER)}
+    return sorted(seen, key=lambda c: (c[0] != "movies", c[0], rank.get(c[1], 4)))
+
+
+def table(runs: list[Run], metric: str = "accuracy") -> dict[str, Any]:
+    cols = columns_of(runs)
+    rows = []
+    for run in runs:
+        m = run.metrics.filter(pl.col("metric") == metric)
+        found = {
+            (r["domain"], r["family"]): r
+            for r in m.select("domain", "family", "value", "ci_low", "ci_high", "n")
+            .unique(["domain", "family"], keep="first", maintain_order=True)
+            .iter_rows(named=True)
+        }
+        cells = {
+            column_label(d, f): {k: found[d, f][k] for k in ("value", "ci_low", "ci_high", "n")}
+            for d, f in cols
+            if (d, f) in found
+        }
+        rows.append({"run": run.label, "eval": run.eval.ref, "cells": cells})
+    return {"metric": metric, "columns": [column_label(d, f) for d, f in cols], "rows": rows}
+
+
+def paired_difference(
+    run: Artifact, against: Artifact, *, resamples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """Accuracy of ``run`` minus that of ``against`` on the queries both evaluated, with a 95%
+    paired percentile-bootstrap interval: each resample draws queries, and both runs are scored
+    on the same draw, so the interval reflects the difference, not two separate spreads."""
+    cols = ["query_id", "family", "correct"]
+    a = run.read("predictions").select(cols)
+    b = against.read("predictions").select("query_id", correct_b="correct")
+    both = a.join(b, on="query_id").sort("query_id")
+    if both.height == 0:
+        raise UserError(f"{run.ref} and {against.ref} share no evaluated query")
+    diff = (both["correct"].cast(pl.Float64) - both["correct_b"].cast(pl.Float64)).to_numpy()
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diff.size, size=(resamples, diff.size))
+    lo, hi = np.percentile(diff[idx].mean(axis=1), [2.5, 97.5])
+    return {
+        "run": run.ref,
+        "against": against.ref,
+        "diff": float(diff.mean()),
+        "ci": [float(lo), float(hi)],
+        "n": int(diff.size),
+    }
+
+
+def markdown(tables: list[dict[str, Any]], runs: list[Run]) -> str:
+    lines = ["# ReRec evaluation report", ""]
+    lines.append("Runs: " + ", ".join(f"`{r.eval.ref}` ({r.about.get('evaluated')})" for r in runs))
+    lines.append("")
+    for t in tables:
+        lines += [f"## {t['metric']}", ""]
+        lines.append("| run | " + " | ".join(t["columns"]) + " |")
+        lines.append("|---|" + "---|" * len(t["columns"]))
+        for row in t["rows"]:
+            cells = []
+            for c in t["columns"]:
+                cell = row["cells"].get(c)
+                cells.append("—" if cell is None else f"{cell['value']:.3f}")
+            lines.append(f"| {row['run']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines.append(
+        "Values are means over the split's queries; 95% percentile-bootstrap intervals are in "
+        "report.json. Accuracy is hit@1 among 1 positive and the other candidates."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _trained_with_rl(run: Run) -> bool:
+    """Whether the run's policy has RL curves (a `rerec sft` policy has a loss log only)."""
+    return run.policy is not None and "curriculum" in run.policy.schema.tables
+
+
+def _label(art: Artifact) -> str:
+    return art.name.removeprefix("eval-")
+
+
+def paired_markdown(differences: list[dict[str, Any]]) -> str:
+    if not differences:
+        return ""
+    lines = ["", "## paired accuracy differences", ""]
+    lines += ["| run | against | difference | 95% interval | queries |", "|---|---|---|---|---|"]
+    for d in differences:
+        lo, hi = d["ci"]
+        lines.append(
+            f"| {d['label']} | {d['against_label']} | {d['diff']:+.3f} | "
+            f"[{lo:+.3f}, {hi:+.3f}] | {d['n']} |"
+        )
+    lines.append("")
+    lines.append(
+        "Paired percentile bootstrap over the queries both runs evaluated (2,000 resamples): "
+        "an interval above 0 means the run is more accurate."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_accuracy(t: dict[str, Any], path: Path) -> None:
+    plt = _pyplot()
+    cols, rows = t["columns"], t["rows"]
+    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.6 * len(cols) * max(1, len(rows)))), 4))
+    width = 0.8 / max(len(rows), 1)
+    for n, row in enumerate(rows):
+        xs, ys, lo, hi = [], [], [], []
+        for i, c in enumerate(cols):
+            cell = row["cells"].get(c)
+            if cell is None:
+                continue
+            xs.append(i + n * width - 0.4 + width / 2)
+            ys.append(cell["value"])
+            low, high = cell["ci_low"], cell["ci_high"]
+            ok = low is not None and low == low
+            lo.append(cell["value"] - low if ok else 0)
+            hi.append(high - cell["value"] if ok else 0)
+        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=row["run"])
+    ax.set_xticks(range(len(cols)), cols)
+    ax.set_ylabel(t["metric"])
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize="small")
+    ax.set_title(f"{t['metric']} by domain and family (95% bootstrap intervals)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_training(runs: list[Run], path: Path) -> bool:
+    policies = {r.policy.ref: r.policy for r in runs if _trained_with_rl(r)}
+    if not policies:
+        return False
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ref, pol in policies.items():
+        log = pol.read("log")
+        if log.height == 0:
+            continue
+        a.plot(log["step"], log["reward"], label=ref)
+        b.plot(log["step"], log["accuracy"], label=ref)
+    a.set_title("training reward (mean per step)")
+    b.set_title("training accuracy (hit@1 per step)")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("step")
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def plot_curriculum(runs: list[Run], path: Path) -> bool:
+    tables = {
+        r.policy.ref: r.policy.read("curriculum")
+        for r in runs
+        if _trained_with_rl(r) and r.policy.read("curriculum").height
+    }
+    if not tables:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for ref, cur in tables.items():
+        per = (
+            cur.group_by("epoch")
+            .agg(mean=pl.col("difficulty").mean(), kept=pl.col("kept").mean())
+            .sort("epoch")
+        )
+        ax.plot(per["epoch"], per["mean"], marker="o", label=f"{ref}: mean difficulty")
+        ax.plot(per["epoch"], per["kept"], marker="x", ls="--", label=f"{ref}: share kept")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("epoch")
+    ax.set_title("curriculum: difficulty (1 - NDCG) and queries kept")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def check_out_folder(out: Path) -> None:
+    """``out`` may be replaced only if it is missing, empty, or a previous report."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(f"--out {out} is a file, not a folder; name a folder for the report")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise UserError(
+            f"--out {out} holds files that are not a rerec report; refusing to replace it "
+            "(name a new or empty folder, or a previous report's)"
+        )
+
+
+def write_report(
+    store: ArtifactStore,
+    refs: list[str],
+    out: Path,
+    *,
+    allow_mismatch: bool = False,
+    paired: list[str] | None = None,
+) -> tuple[list[dict], Path, list[str]]:
+    """Write report.md, report.json and the plots into ``out`` (replaced as a whole if it is a
+    previous report); also the warnings about runs over different inputs, when allowed."""
+    out = out.absolute()
+    check_out_folder(out)
+    runs = load_runs(store, refs)
+    against = [store.resolve(ref, kind="eval") for ref in paired or []]
+    warnings = store.check_mismatch([*[r.eval for r in runs], *against], allow=allow_mismatch)
+    tables = [table(runs, m) for m in ("accuracy", "ndcg", "valid_format")]
+    differences = [
+        paired_difference(r.eval, ref) | {"label": r.label, "against_label": _label(ref)}
+        for ref in against
+        for r in runs
+        if r.eval.ref != ref.ref
+    ]
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: folder {out.parent} does not exist")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        (tmp / MARKER).write_text("written by rerec report; `--out` may replace this folder\n")
+        plot_accuracy(tables[0], tmp / "accuracy.png")
+        plots = ["accuracy.png"]
+        if plot_training(runs, tmp / "training.png"):
+            plots.append("training.png")
+        if plot_curriculum(runs, tmp / "curriculum.png"):
+            plots.append("curriculum.png")
+        text = markdown(tables, runs) + paired_markdown(differences)
+        if warnings:
+            text += "\n" + "\n".join(f"> warning: {w}" for w in warnings) + "\n"
+        text += "\n" + "\n".join(f"![{p}]({p})" for p in plots) + "\n"
+        (tmp / "report.md").write_text(text)
+        (tmp / "report.json").write_text(
+            json.dumps(
+                {
+                    "runs": [r.about | {"eval": r.eval.ref} for r in runs],
+                    "tables": tables,
+                    "paired": differences,
+                    "warnings": warnings,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        check_out_folder(out)  # nothing else appeared there meanwhile
+        if out.exists():
+            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.rename(out, trash)
+            os.rename(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tables, out, warnings

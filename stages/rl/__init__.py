@@ -1,0 +1,1 @@
+"""`rerec train`: GRPO with dual-graph rewards, RAAE and the online curriculum."""

@@ -1,0 +1,1 @@
+"""Text helpers shared by producers and consumers of titles (one normaliser, one article list)."""
