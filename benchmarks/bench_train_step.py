@@ -105,7 +105,7 @@ def build_config(a: argparse.Namespace, tmp: Path, precision: str):
     from stages.rl.config import TrainConfig
 
     if a.model == "tiny":
-        from tests.train_fixtures import build_toy_workdir
+        from tests.fixtures.workdirs import build_toy_workdir
 
         store, model = build_toy_workdir(tmp)
         cfg = TrainConfig(

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from rerec_cli.app import state
-from rerec_cli.output import out
+from rerec_cli.output import JSON_HELP, out, print_json
 from stages.core.artifact import Artifact
 from stages.core.errors import UserError
 from stages.core.manifest import MANIFEST
@@ -65,15 +65,38 @@ def _rows(store: ArtifactStore, name: str, all_versions: bool) -> list[_Row]:
     return rows if all_versions else [r for r in rows if r.latest]
 
 
+def _json_row(r: _Row) -> dict[str, object]:
+    m = r.artifact.manifest if r.artifact else None
+    return {
+        "name": r.name,
+        "version": r.version,
+        "latest": r.latest,
+        "kind": m.kind if m else None,
+        "schema_version": m.schema_version if m else None,
+        "created_at": m.created_at if m else None,
+        "rows": m.row_counts if m else None,
+        "bytes": m.total_bytes if m else None,
+        "content_hash": m.content_hash if m else None,
+        "path": str(r.artifact.path) if r.artifact else None,
+        "problem": r.problem,
+    }
+
+
 @artifacts_app.command("list")
 def list_artifacts(
     all_versions: Annotated[
         bool, typer.Option("--all", "-a", help="Show every version, not only the latest.")
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """List the artifacts in the store (latest versions, or all with --all). A version that
     cannot be read is listed as broken, with the reason under the table."""
     store = state.store
+    if as_json:
+        print_json(
+            [_json_row(r) for n in store.names(broken=True) for r in _rows(store, n, all_versions)]
+        )
+        return
     table = Table(title=f"artifacts in {store.root}")
     for col in ("name", "version", "kind", "schema", "created", "rows", "size", "content sha256"):
         table.add_column(col, no_wrap=True)
@@ -215,3 +238,40 @@ def verify_artifacts(
         out.print(f"damaged: {line}", markup=False, highlight=False, soft_wrap=True)
     if damaged:
         raise UserError(f"{len(damaged)} problem(s) in {store.root}; see above")
+
+
+@artifacts_app.command("rm")
+def remove_artifact(
+    ref: Annotated[str, typer.Argument(help="NAME (every version) or NAME@VERSION.")],
+) -> None:
+    """Remove one version of an artifact, or all of them. Refused while another artifact's
+    latest version (or an ancestor of one) was built from it, and for the latest version of a
+    name that keeps others."""
+    from stages.core.housekeeping import remove
+
+    store = state.store
+    name, _, version = ref.partition("@")
+    if version:
+        version = store.resolve(ref, check_schema=False, verify=False).version  # a prefix
+    removed = remove(store, name, version or None)
+    for v, size in removed:
+        out.print(f"removed {name}@{v} ({_size(size)})")
+
+
+@artifacts_app.command("gc")
+def collect_garbage(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Only list what would be removed.")
+    ] = False,
+) -> None:
+    """Remove every version that is neither the latest of its name nor something a latest
+    version was built from (recursively)."""
+    from stages.core.housekeeping import collect
+
+    store = state.store
+    found = collect(store, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for name, version, size in found:
+        out.print(f"{verb} {name}@{version} ({_size(size)})")
+    total = sum(size for *_, size in found)
+    out.print(f"{verb} {len(found)} version(s), {_size(total)}" if found else "nothing to remove")

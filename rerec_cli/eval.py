@@ -11,7 +11,7 @@ from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
 from rerec_cli.options import config_options
-from rerec_cli.output import out
+from rerec_cli.output import JSON_HELP, err, out, print_json
 from rerec_cli.progress import print_prompt_tokens
 from schemas.eval import EVAL_METRICS
 from stages.core.console import console
@@ -32,6 +32,7 @@ def eval_command(
     cfg: EvalConfig,
     force: Annotated[bool, typer.Option("--force", help="Re-evaluate even if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Evaluate a policy (default: the latest `policy`), a base model (--model) or a baseline
     (--baseline) on a query split; metrics per domain x family with 95% bootstrap intervals."""
@@ -68,7 +69,15 @@ def eval_command(
             bar.stop()
     art = result.artifact
     status = " (already evaluated; --force to redo)" if result.skipped else ""
-    out.print(f"[bold]{art.ref}[/bold]{status}: {art.manifest.metrics.get('queries', 0):,} queries")
+    n = art.manifest.metrics.get("queries", 0)
+    console_ = err if as_json else out
+    console_.print(f"[bold]{art.ref}[/bold]{status}: {n:,} queries")
+    if as_json:
+        metrics = art.read("metrics").to_dicts()
+        print_json(
+            {"artifact": art.ref, "skipped": result.skipped, "queries": n, "metrics": metrics}
+        )
+        return
     out.print(metrics_view(art.read("metrics")))
 
 

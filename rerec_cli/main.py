@@ -31,6 +31,7 @@ def _register() -> Any:
     from rerec_cli import recommend as _recommend  # noqa: F401  (registers recommend)
     from rerec_cli import report as _report  # noqa: F401  (registers report)
     from rerec_cli import sft as _sft  # noqa: F401  (registers sft)
+    from rerec_cli import status as _status  # noqa: F401  (registers status)
     from rerec_cli import train as _train  # noqa: F401  (registers train)
     from rerec_cli.app import app
     from rerec_cli.artifacts import artifacts_app

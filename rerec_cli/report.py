@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,7 +10,7 @@ import typer
 from rich.table import Table
 
 from rerec_cli.app import app, state
-from rerec_cli.output import out
+from rerec_cli.output import JSON_HELP, err, out, print_json
 
 
 @app.command("report")
@@ -39,6 +40,7 @@ def report_command(
             "95% paired bootstrap interval (repeatable)",
         ),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
 ) -> None:
     """Compare evaluations like the paper's table: rows = runs and baselines, columns =
     domain-family accuracy; also NDCG and valid-format tables, accuracy/training/curriculum
@@ -52,9 +54,12 @@ def report_command(
         allow_mismatch=allow_mismatch,
         paired=paired,
     )
-    for t in tables:
-        out.print(view(t))
-    out.print(f"written: {folder}/report.md, report.json and the plots")
+    if as_json:  # what report.json holds
+        print_json(json.loads((folder / "report.json").read_text()))
+    else:
+        for t in tables:
+            out.print(view(t))
+    (err if as_json else out).print(f"written: {folder}/report.md, report.json and the plots")
 
 
 def view(t: dict[str, Any]) -> Table:

@@ -25,7 +25,6 @@ from stages.rl.config import TrainConfig
         "allow_mismatch": ("--allow-mismatch",),
         "lora": ("--lora/--full",),
         "use_vllm": ("--use-vllm",),
-        "tensorboard": ("--tensorboard",),
     },
 )
 def train_command(

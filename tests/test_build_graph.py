@@ -20,7 +20,7 @@ from stages.graph.sources.movielens import read_movielens
 from stages.graph.sources.recbole import read_recbole_ml100k
 from stages.graph.stage import build_graph
 from stages.text.titles import normalise_title, split_title_year
-from tests.graph_fixtures import (
+from tests.fixtures.sources import (
     MOVIES,
     RATINGS,
     add_raw_artifacts,

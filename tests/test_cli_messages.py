@@ -43,8 +43,8 @@ def toy_workdir(tmp_path_factory) -> tuple[ArtifactStore, Path]:
     from stages.llm.prompts import SYSTEM_PROMPT
     from stages.queries.config import MakeQueriesConfig
     from stages.queries.stage import make_queries
-    from tests.test_make_queries import build_toy_graph, toy_catalogue
-    from tests.tiny_llm import write_tiny_llm
+    from tests.fixtures.graphs import build_toy_graph, toy_catalogue
+    from tests.fixtures.tiny_llm import write_tiny_llm
 
     root = tmp_path_factory.mktemp("messages")
     store = ArtifactStore(root / "workdir")
@@ -275,7 +275,7 @@ def test_chat_with_empty_stdin_and_no_request_is_one_line_exit_2(rerec) -> None:
 
 
 def test_eval_of_a_baseline_writes_nothing_to_stderr(toy_workdir, monkeypatch) -> None:
-    from tests.conftest import invoke
+    from tests.fixtures.cli import invoke
 
     store, _ = toy_workdir
     result = invoke(store.root, monkeypatch, "eval", "--baseline", "random", "--split", "test")
@@ -293,7 +293,7 @@ def test_policy_adapter_loads_with_plain_libraries_after_the_workdir_moved(
     from peft import AutoPeftModelForCausalLM, PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tests.conftest import invoke
+    from tests.fixtures.cli import invoke
 
     store, _ = toy_workdir
     args = ["train", "--model", "smollm2-135m", "--no-pas", "--steps", "1", "--limit", "2"]

@@ -23,7 +23,7 @@ import polars as pl
 import pytest
 
 from stages.core.store import ArtifactStore
-from tests.conftest import invoke
+from tests.fixtures.cli import invoke
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = ("popular", "random", "lightgcn", "attribute")
@@ -166,7 +166,7 @@ def test_every_baseline_is_deterministic(runs) -> None:
 def test_train_is_deterministic(runs, tmp_path) -> None:
     """Two trainings of a tiny model in the two workdirs (same thread count): the same step
     log (timings aside), rollouts and curriculum."""
-    from tests.tiny_llm import write_tiny_llm
+    from tests.fixtures.tiny_llm import write_tiny_llm
 
     a, b = runs
     queries = a.resolve("queries").read("queries")
@@ -188,7 +188,7 @@ def test_sft_is_deterministic(runs, tmp_path) -> None:
     aside), weights and version id."""
     from safetensors.torch import load_file
 
-    from tests.tiny_llm import write_tiny_llm
+    from tests.fixtures.tiny_llm import write_tiny_llm
 
     a, b = runs
     queries = a.resolve("queries").read("queries")

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from stages.core.errors import UserError
 from stages.core.store import ArtifactStore
 from stages.eval.baselines import baseline_predictions
 from stages.eval.config import EvalConfig
@@ -21,9 +22,9 @@ from stages.queries.stage import make_queries
 from stages.rewards.dual_graph import RewardIndex, RewardWeights
 from stages.rl.config import TrainConfig
 from stages.rl.stage import train_policy
-from tests.conftest import invoke
-from tests.test_make_queries import build_toy_graph, toy_catalogue
-from tests.train_fixtures import build_toy_workdir
+from tests.fixtures.cli import cli
+from tests.fixtures.graphs import build_toy_graph, toy_catalogue
+from tests.fixtures.workdirs import build_toy_workdir
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +42,6 @@ def toy(tmp_path_factory) -> tuple[ArtifactStore, Path]:
         ),
     )
     return store, model
-
-
-def cli(store: ArtifactStore, monkeypatch, *args: str, input: str | None = None):
-    return invoke(store.root, monkeypatch, *args, input=input)
 
 
 def test_metrics_by_hand() -> None:
@@ -157,6 +154,18 @@ def test_eval_policy_base_and_baseline_through_the_cli(toy, monkeypatch, tmp_pat
     for png in ("accuracy.png", "training.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "M-Simple" in r.stdout
+    # --json: one JSON document on stdout, the human lines on stderr
+    r = cli(store, monkeypatch, "report", "eval-popular", "--out", str(tmp_path / "r2"), "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["tables"][0]["rows"][0]["run"] == "popular"
+    assert "written:" in r.stderr
+    r = cli(store, monkeypatch, "eval", "--baseline", "popular", "--json")
+    got = json.loads(r.stdout)
+    assert got["skipped"] is True and got["artifact"].startswith("eval-popular@")
+    want = store.resolve("eval-popular").read("metrics").to_dicts()
+    assert got["metrics"] == json.loads(json.dumps(want))
+    listed = json.loads(cli(store, monkeypatch, "artifacts", "list", "--json").stdout)
+    assert {"graph", "queries", "eval-popular"} <= {a["name"] for a in listed}
+    assert all(a["content_hash"] and a["problem"] is None for a in listed)
 
 
 def test_a_rerun_returns_before_loading_a_model(toy, monkeypatch) -> None:
@@ -232,7 +241,7 @@ def test_graph_mismatch_and_empty_split(toy, monkeypatch, tmp_path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert "warning: the policy was trained on queries from" in r.stderr
-    with pytest.raises(Exception, match="has no test queries of families hard"):
+    with pytest.raises(UserError, match="has no test queries of families hard"):
         evaluate(other, EvalConfig(baseline="random", queries="queries-other", families=["hard"]))
 
 

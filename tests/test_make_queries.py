@@ -3,7 +3,6 @@ generator's own tables), deterministic, leak-free, with clear errors; the prompt
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import polars as pl
@@ -11,68 +10,14 @@ import pytest
 
 from stages.core.errors import UserError
 from stages.core.store import ArtifactStore
-from stages.graph.config import BuildGraphConfig
-from stages.graph.stage import build_graph
 from stages.graph.view import GraphView
 from stages.llm.prompts import render_messages, render_user_message
 from stages.queries.checker import check_queries
 from stages.queries.config import MakeQueriesConfig
 from stages.queries.stage import make_queries
+from tests.fixtures.graphs import build_toy_graph, toy_catalogue
 
-N_ITEMS, N_USERS = 80, 40
 SMALL = dict(train_size=12, valid_size=3, test_size=5, candidates=6)
-
-
-def toy_catalogue(seed: int = 0) -> dict:
-    """80 films, 16 directors (5 films each), 20 writers, 4 genres, 2 decades; 40 users who each
-    rate 20 films with timestamps. Returned as plain dicts: the ground truth for the tests."""
-    rng = random.Random(seed)
-    films = {}
-    for i in range(N_ITEMS):
-        films[f"m{i}"] = {
-            "title": f"Film {i}",
-            "year": 1980 + (i % 2) * 10 + i % 7,
-            "director": f"Director {i // 5}",
-            "writer": f"Writer {rng.randrange(20)}",
-            "genre": ["Comedy", "Drama", "Horror", "Western"][i % 4],
-        }
-    ratings = []
-    for u in range(N_USERS):
-        for t, i in enumerate(rng.sample(range(N_ITEMS), 20)):
-            ratings.append((f"u{u}", f"m{i}", rng.choice([2, 4, 5, 5]), 1000 * u + t))
-    return {"films": films, "ratings": ratings}
-
-
-def build_toy_graph(store: ArtifactStore, tmp: Path, data: dict) -> None:
-    folder = tmp / "toy"
-    folder.mkdir(parents=True, exist_ok=True)
-    films = data["films"]
-    pl.DataFrame(
-        {
-            "item_id": list(films),
-            "title": [f["title"] for f in films.values()],
-            "year": [f["year"] for f in films.values()],
-        }
-    ).write_csv(folder / "items.csv")
-    rows = [(k, rel, f[rel]) for k, f in films.items() for rel in ("director", "writer", "genre")]
-    pl.DataFrame(rows, schema=["item_id", "relation", "value"], orient="row").write_csv(
-        folder / "attrs.csv"
-    )
-    pl.DataFrame(
-        data["ratings"], schema=["user_id", "item_id", "rating", "timestamp"], orient="row"
-    ).write_csv(folder / "inter.csv")
-    build_graph(
-        store,
-        BuildGraphConfig(
-            source="generic",
-            domain="movies",
-            output="graph",
-            items_path=folder / "items.csv",
-            interactions_path=folder / "inter.csv",
-            item_attributes_path=folder / "attrs.csv",
-            columns={"year": "year", "rating": "rating", "timestamp": "timestamp"},
-        ),
-    )
 
 
 @pytest.fixture

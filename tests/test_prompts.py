@@ -25,8 +25,8 @@ from stages.queries.config import MakeQueriesConfig
 from stages.queries.facts import candidate_attributes
 from stages.queries.stage import make_queries
 from stages.rl.config import TrainConfig
-from tests.conftest import invoke
-from tests.test_make_queries import build_toy_graph, toy_catalogue
+from tests.fixtures.cli import invoke
+from tests.fixtures.graphs import build_toy_graph, toy_catalogue
 
 
 def attrs(*pairs: str) -> list[dict[str, str]]:
@@ -227,7 +227,7 @@ def test_boolean_candidate_facts_read_as_full_and_none(tmp_path) -> None:
 
 
 def test_prompt_token_stats_against_a_brute_force_count(toy) -> None:
-    from tests.tiny_llm import train_tokenizer
+    from tests.fixtures.tiny_llm import train_tokenizer
 
     store, _ = toy
     q = store.resolve("queries").read("queries")
@@ -252,7 +252,7 @@ def test_prompt_token_stats_against_a_brute_force_count(toy) -> None:
 
 
 def test_prompt_options_from_the_command_line_reach_the_policy_and_eval(toy, monkeypatch) -> None:
-    from tests.tiny_llm import write_tiny_llm
+    from tests.fixtures.tiny_llm import write_tiny_llm
 
     store, root = toy
     q = store.resolve("queries").read("queries")

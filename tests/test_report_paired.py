@@ -14,8 +14,7 @@ from schemas.eval import PREDICTIONS
 from stages.core.artifact import ArtifactWriter
 from stages.core.store import ArtifactStore
 from stages.report.stage import paired_difference
-from tests.conftest import invoke
-from tests.test_store_guarantees import copy_of, pipeline  # noqa: F401  (fixtures)
+from tests.fixtures.cli import invoke
 
 
 def predictions(correct: list[bool]) -> pl.DataFrame:

@@ -215,7 +215,7 @@ def _tokenizers() -> dict[str, object]:
     from tokenizers import decoders
     from transformers import PreTrainedTokenizerFast
 
-    from tests.tiny_llm import train_tokenizer
+    from tests.fixtures.tiny_llm import train_tokenizer
 
     corpus = ["Amélie (2001) is a comedy", "Léon: The Professional", "日本 映画", "naïve café"]
     byte_level = train_tokenizer(corpus * 20, vocab_size=300)

@@ -13,8 +13,8 @@ import pytest
 from stages.core.store import ArtifactStore
 from stages.queries.reader import read_split
 from stages.sft.data import write_completion
-from tests.conftest import invoke
-from tests.train_fixtures import build_toy_workdir
+from tests.fixtures.cli import invoke
+from tests.fixtures.workdirs import build_toy_workdir
 
 FACTS = {
     1: {"director": ["Woody Allen"], "genre": ["Comedy"], "decade": ["1970s"]},

@@ -18,8 +18,8 @@ from stages.llm.answers import parse_boxed
 from stages.llm.generation import BoxStop, Generator, generate, resolve_precision
 from stages.llm.prompts import render_messages
 from stages.rl.config import TrainConfig
-from tests.tiny_llm import warm_up
-from tests.train_fixtures import build_toy_workdir
+from tests.fixtures.tiny_llm import warm_up
+from tests.fixtures.workdirs import build_toy_workdir
 
 TRAIN = dict(limit=4, prompts_per_step=2, num_generations=3, max_completion_length=48, steps=1)
 
@@ -108,7 +108,7 @@ def test_bf16_on_a_gpu_without_bf16_is_one_line(monkeypatch) -> None:
 
 
 def test_precision_is_an_option_of_train_and_eval(toy, monkeypatch) -> None:
-    from tests.conftest import invoke
+    from tests.fixtures.cli import invoke
 
     store, _ = toy
     for command in ("train", "eval"):

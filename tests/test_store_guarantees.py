@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -15,13 +14,12 @@ import pytest
 from stages.cf.config import PretrainCFConfig
 from stages.core.artifact import ArtifactWriter
 from stages.core.manifest import MANIFEST
-from stages.core.store import ArtifactStore
 from stages.eval.config import EvalConfig
 from stages.eval.stage import evaluate
 from stages.queries.config import MakeQueriesConfig
 from stages.queries.stage import make_queries
-from tests.conftest import invoke
-from tests.test_make_queries import build_toy_graph, toy_catalogue
+from tests.fixtures.cli import cli
+from tests.fixtures.graphs import build_toy_graph, toy_catalogue
 
 pytestmark = pytest.mark.usefixtures("toy_schema")  # the `toy` artifact (conftest)
 
@@ -31,34 +29,6 @@ def write_x(n: int):
         w.write_table("t", pl.DataFrame({"x": list(range(n))}))
 
     return build
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> ArtifactStore:
-    """graph, cf, queries and two baseline evaluations of a toy catalogue."""
-    from stages.cf.stage import pretrain_cf
-
-    root = tmp_path_factory.mktemp("guarantees")
-    store = ArtifactStore(root / "workdir")
-    build_toy_graph(store, root, toy_catalogue())
-    pretrain_cf(store, PretrainCFConfig(epochs=1, embedding_dim=8, batch_size=256))
-    make_queries(store, MakeQueriesConfig(train_size=6, valid_size=2, test_size=4, candidates=5))
-    for baseline in ("random", "popular"):
-        evaluate(store, EvalConfig(baseline=baseline, bootstrap=0))
-    return store
-
-
-@pytest.fixture
-def copy_of(pipeline: ArtifactStore, tmp_path: Path):
-    """A private copy of the pipeline's workdir (a test may damage it)."""
-    import shutil
-
-    shutil.copytree(pipeline.root, tmp_path / "workdir", symlinks=True)
-    return ArtifactStore(tmp_path / "workdir")
-
-
-def cli(store: ArtifactStore, monkeypatch, *args: str):
-    return invoke(store.root, monkeypatch, *args)
 
 
 def one_line(result) -> str:

@@ -72,13 +72,18 @@ class Manifest(BaseModel):
         return sum(f.bytes for f in self.files)
 
 
+# Config keys that never change what a stage writes (where progress is reported): left out of
+# the version id, kept in the manifest.
+NOT_IN_VERSION = frozenset({"report_to"})
+
+
 def version_id(
     name: str, schema_version: int, config: Mapping[str, Any], inputs: Sequence[InputRef]
 ) -> str:
     key = {
         "name": name,
         "schema_version": schema_version,
-        "config": config,
+        "config": {k: v for k, v in config.items() if k not in NOT_IN_VERSION},
         "inputs": sorted((i.name, i.content_hash) for i in inputs),
     }
     return hashlib.sha256(canonical_json(key).encode()).hexdigest()[:12]

@@ -142,7 +142,12 @@ class TrainConfig(StageConfig):
     vllm_mode: Literal["colocate", "server"] = Field(
         default="colocate", description="vLLM in the training process, or `trl vllm-serve`"
     )
-    tensorboard: bool = Field(default=False, description="also log to TensorBoard")
+    report_to: list[str] = Field(
+        default=[],
+        description="trackers for the training log, as TRL's report_to: tensorboard, wandb, "
+        "mlflow, trackio, ... (repeatable; the pip extra of that name installs one); "
+        "TensorBoard files are kept in <workdir>/.logs/<artifact>-<version>/",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -22,7 +22,6 @@ How the pieces sit on TRL's `GRPOTrainer`:
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import math
 import shutil
@@ -43,6 +42,7 @@ from stages.core.devices import pick_device
 from stages.core.errors import UserError
 from stages.core.manifest import version_id
 from stages.core.store import ArtifactStore
+from stages.core.tracking import keep_tensorboard_logs, report_to
 from stages.llm.generation import load_model_folder, quiet_libraries, resolve_precision
 from stages.llm.models import model_fingerprint, require_vllm
 from stages.llm.prompts import (
@@ -149,7 +149,8 @@ def grpo_args(
         logging_steps=1,
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        report_to=["tensorboard"] if cfg.tensorboard else "none",
+        report_to=report_to(cfg.report_to),
+        run_name=folder.name,  # <artifact>-<version>: the run as trackers show it
         disable_tqdm=True,
         log_level="warning",
         shuffle_dataset=False,
@@ -282,8 +283,7 @@ def train_policy(
     name = cfg.artifact_name(inputs.queries.name)
     device = pick_device(cfg.device)
     check_vllm(cfg, device)
-    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    report_to(cfg.report_to)  # an unknown or missing tracker fails before a model loads
     art_inputs = [a for a in (inputs.queries, inputs.graph, inputs.cf, inputs.model_artifact) if a]
     config = {
         **cfg.model_dump(mode="json"),
@@ -383,6 +383,7 @@ def _train_and_write(
             warnings=inputs.warnings,
             started=started,  # the run, not only the writing
         )
+        keep_tensorboard_logs(folder, store.root, folder.name)
         shutil.rmtree(folder, ignore_errors=True)
     dist.wait_for_everyone()
     if result is None:  # other processes: the artifact the main process wrote

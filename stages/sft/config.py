@@ -70,6 +70,12 @@ class SFTConfig(StageConfig):
         description="auto: bf16 autocast where the CPU has AVX512-BF16 or AMX (and on CUDA), "
         "else fp32",
     )
+    report_to: list[str] = Field(
+        default=[],
+        description="trackers for the training log, as TRL's report_to: tensorboard, wandb, "
+        "mlflow, trackio, ... (repeatable; the pip extra of that name installs one); "
+        "TensorBoard files are kept in <workdir>/.logs/<artifact>-<version>/",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SFTConfig:

@@ -22,11 +22,14 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from schemas import schema_for
 from schemas.sft import EXAMPLES, SFT_LOG
 from stages.core.artifact import Artifact, ArtifactWriter, BuildResult
 from stages.core.devices import pick_device
 from stages.core.errors import UserError
+from stages.core.manifest import version_id
 from stages.core.store import ArtifactStore, scratch_dir
+from stages.core.tracking import keep_tensorboard_logs, report_to
 from stages.llm.generation import load_model_folder, quiet_libraries
 from stages.llm.models import resolve_model
 from stages.llm.prompts import (
@@ -97,7 +100,9 @@ class StepLog(TrainerCallback):
             self.on_step(row, self.total)
 
 
-def sft_args(cfg: SFTConfig, folder: str, steps: int, device: str, bf16: bool):
+def sft_args(
+    cfg: SFTConfig, folder: str, steps: int, device: str, bf16: bool, run_name: str | None = None
+):
     from trl import SFTConfig as TRLConfig
 
     return TRLConfig(
@@ -119,7 +124,8 @@ def sft_args(cfg: SFTConfig, folder: str, steps: int, device: str, bf16: bool):
         activation_checkpointing=device == "cuda",
         logging_steps=1,
         save_strategy="no",
-        report_to="none",
+        report_to=report_to(cfg.report_to),
+        run_name=run_name,  # <artifact>-<version>: the run as trackers show it
         disable_tqdm=True,
         log_level="warning",
         dataloader_num_workers=0,
@@ -162,12 +168,25 @@ def sft_policy(
 
         config["model_fingerprint"] = model_fingerprint(model_path)
     steps = cfg.steps or max(1, math.ceil(cfg.epochs * train.height / cfg.batch_size))
+    report_to(cfg.report_to)  # an unknown or missing tracker fails before a model loads
+
+    vid = version_id(name, schema_for(name).version, config, [a.as_input() for a in inputs])
 
     def build(writer: ArtifactWriter) -> None:
         examples = build_examples(train, graph, cfg)
         writer.write_table("examples", examples.select(list(EXAMPLES.columns)))
         log, tokens_total, seconds, prompt_tokens = _fit(
-            store, cfg, model_path, train, examples, writer, steps, device, precision, on_step
+            store,
+            cfg,
+            model_path,
+            train,
+            examples,
+            writer,
+            steps,
+            device,
+            precision,
+            on_step,
+            f"{name}-{vid}",
         )
         writer.metrics["prompt_tokens"] = token_stats_metrics(prompt_tokens)
         if on_prompts is not None:
@@ -219,6 +238,7 @@ def _fit(
     device: str,
     precision: str,
     on_step: Callable[[dict[str, Any], int], None] | None,
+    run_name: str,
 ) -> tuple[list[dict[str, Any]], int, float, pl.DataFrame]:
     """Train and save the model into the artifact; the step log, tokens, seconds and the
     prompts' token counts."""
@@ -253,7 +273,7 @@ def _fit(
     with scratch_dir(store, "sft") as folder:
         trainer = SFTTrainer(
             model=model,
-            args=sft_args(cfg, str(folder), steps, device, precision == "bf16"),
+            args=sft_args(cfg, str(folder), steps, device, precision == "bf16", run_name),
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=peft_config,
@@ -270,6 +290,7 @@ def _fit(
                 "(rerun the same command)"
             ) from None
         seconds = time.perf_counter() - started
+        keep_tensorboard_logs(folder, store.root, run_name)
     net = trainer.model
     if cfg.lora:
         net.save_pretrained(writer.file("adapter"), safe_serialization=True)
