@@ -67,6 +67,12 @@ def plan(cfg: dict[str, Any], only: list[str] | None) -> list[list[str]]:
         steps.append(
             ["sft", *flags(cfg["sft"]), *prompt, "--seed", str(seed), "--output", sft_name, "-q"]
         )
+        if "valid_queries" in cfg:  # the recipe is chosen on the valid split, never on test
+            valid = ["--split", "valid", "--limit", str(cfg["valid_queries"])]
+            valid += flags(cfg.get("eval", {}))
+            steps.append(
+                ["eval", "--policy", sft_name, *valid, "--output", f"eval-{sft_name}-valid", "-q"]
+            )
         steps.append(["eval", "--policy", sft_name, *evals, "--output", f"eval-{sft_name}", "-q"])
         for n, (run, options) in enumerate(cfg["runs"].items()):
             if n == cfg.get("main_runs", 0) and base not in steps:
@@ -124,6 +130,7 @@ def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         }
 
     runs = {"base": summary("eval-base"), "sft": summary("eval-sft")}
+    sft_valid = summary("eval-sft-valid")
     runs |= {run: summary(f"eval-{run}") for run in cfg["runs"]}
     out: dict[str, Any] = {
         "test_queries": cfg["test_queries"],
@@ -131,6 +138,8 @@ def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         "sft_steps": cfg["sft"]["steps"],
         "seeds": cfg.get("seeds", [0]),
         "runs": {k: v for k, v in runs.items() if v is not None},
+        # what chose the sft recipe: its valid-split figures (the test split is never looked at)
+        "sft_valid": {k: v for k, v in (sft_valid or {}).items() if k != "by_family"},
         "baselines": {
             b: {k: v for k, v in (summary(f"eval-{b}") or {}).items() if k != "by_family"}
             for b in cfg.get("baselines", [])
@@ -220,35 +229,33 @@ def plot_curves(res: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def print_table(res: dict[str, Any]) -> None:
+def plot_families(res: dict[str, Any], path: Path) -> None:
+    """Hit@1 per family and over all (with its 95% interval) for every run and baseline, drawn
+    by `rerec report`'s bar chart."""
+    from stages.report.stage import plot_accuracy
+
     fams = ("M-Simple", "M-Medium", "M-Hard", "M-Interest")
+    rows = []
+    for name, r in [
+        *res["runs"].items(),
+        *((f"{b} (baseline)", v) for b, v in res["baselines"].items()),
+    ]:
+        cells = {f: {"value": v, "ci_low": None, "ci_high": None, "n": None}
+                 for f, v in r.get("by_family", {}).items()}  # fmt: skip
+        lo, hi = r["accuracy_ci"]
+        cells["M-All"] = {"value": r["accuracy"], "ci_low": lo, "ci_high": hi, "n": r.get("n")}
+        rows.append({"run": name, "cells": cells})
+    plot_accuracy({"metric": "accuracy", "columns": [*fams, "M-All"], "rows": rows}, path)
+
+
+def print_table(res: dict[str, Any]) -> None:
+    from benchmarks.readme_tables import experiment_table
+
     print(
         f"\n{res['test_queries']} test queries; RL {res['steps']} steps; "
         f"sft {res['sft_steps']} steps"
     )
-    print("| run | " + " | ".join(fams) + " | M-All [95% CI] | valid format |")
-    print("|---|" + "---|" * (len(fams) + 2))
-    for name, r in res["runs"].items():
-        cells = [f"{r['by_family'].get(f, float('nan')):.3f}" for f in fams]
-        lo, hi = r["accuracy_ci"]
-        print(
-            f"| {name} | "
-            + " | ".join(cells)
-            + f" | {r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] | {r['valid_format']:.3f} |"
-        )
-    for name, r in res["baselines"].items():
-        lo, hi = r["accuracy_ci"]
-        print(
-            f"| {name} (baseline) | "
-            + " | ".join("" for _ in fams)
-            + f" | {r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] | |"
-        )
-    for key in ("paired_vs_sft", "paired_vs_grpo"):
-        for run, d in res.get(key, {}).items():
-            print(
-                f"{key}: {run}: {d['diff']:+.3f} "
-                f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (n={d['n']})"
-            )
+    print(experiment_table(res))
 
 
 def main() -> None:
@@ -283,6 +290,7 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / f"{cfg['name']}.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     plot_curves(res, out.with_name(f"{cfg['name']}-curves.png"))
+    plot_families(res, out.with_name(f"{cfg['name']}-families.png"))
     print_table(res)
     print(f"\nwritten: {out} and {out.with_name(cfg['name'] + '-curves.png')}")
 

@@ -16,6 +16,7 @@ from schemas import ArtifactSchema
 from stages.cf.config import PretrainCFConfig
 from stages.cf.lightgcn import NegativeSampler, normalized_adjacency
 from stages.cf.stage import UserItemSets, evaluate, pretrain_cf, split_interactions
+from stages.core.devices import pick_device
 from stages.core.errors import UserError
 from stages.core.store import ArtifactStore
 
@@ -255,6 +256,12 @@ def test_same_seed_same_embeddings(tmp_path: Path) -> None:
         runs.append(np.stack(art.read("item_embeddings")["embedding"].to_numpy()))
     np.testing.assert_array_equal(runs[0], runs[1])
     store = ArtifactStore(tmp_path / "a")
+    # --device auto is recorded resolved: here, the same version as an explicit cpu run
+    first = store.resolve("cf")
+    assert first.manifest.config["device"] == pick_device("auto")
+    if pick_device("auto") == "cpu":
+        again = pretrain_cf(store, PretrainCFConfig(epochs=3, device="cpu", **SMALL))
+        assert again.skipped and again.artifact.version == first.version
     other = pretrain_cf(store, PretrainCFConfig(epochs=3, seed=5, **SMALL)).artifact
     assert not np.array_equal(
         np.stack(other.read("item_embeddings")["embedding"].to_numpy()), runs[0]

@@ -37,7 +37,11 @@ class PretrainCFConfig(StageConfig):
     )
     eval_batch_users: int = Field(default=2048, gt=0, description="users scored at once")
     seed: int = Field(default=2020, description="seed of the split, initialisation and sampling")
-    device: str = Field(default="cpu", description="torch device: cpu, cuda, cuda:1, ...")
+    device: str = Field(
+        default="auto",
+        description="torch device: auto (cuda where torch sees a GPU, else cpu), cpu, cuda, "
+        "cuda:1, ...; recorded resolved, so CPU and GPU embeddings are different versions",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PretrainCFConfig:

@@ -270,7 +270,9 @@ def pretrain_cf(
 ) -> BuildResult:
     graph = store.resolve(cfg.graph, kind="graph")
     name = cfg.artifact_name(graph.name)
-    torch.device(pick_device(cfg.device))
+    # `auto` is resolved before the version id: embeddings trained on a GPU are not the CPU's
+    # bit for bit, so the device they were trained on is part of what they are
+    cfg = cfg.model_copy(update={"device": pick_device(cfg.device)})
 
     def build(writer: ArtifactWriter) -> None:
         n_users = graph.manifest.row_counts["users"]

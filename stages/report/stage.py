@@ -167,53 +167,83 @@ def _pyplot():
 
 
 def plot_accuracy(t: dict[str, Any], path: Path) -> None:
+    """Grouped bars with their 95% intervals, each labelled with its value; a zero is drawn as
+    an outlined bar labelled 0.00 and a run without that column as "n/a", so the two cannot be
+    confused; the x labels give each column's number of queries."""
     plt = _pyplot()
     cols, rows = t["columns"], t["rows"]
-    fig, ax = plt.subplots(figsize=(min(14, max(6, 0.6 * len(cols) * max(1, len(rows)))), 4))
+    fig, ax = plt.subplots(figsize=(min(16, max(6, 0.7 * len(cols) * max(1, len(rows)))), 4.5))
     width = 0.8 / max(len(rows), 1)
+    top = 1.0
     for n, row in enumerate(rows):
-        xs, ys, lo, hi = [], [], [], []
+        color = f"C{n % 10}"
+        xs, ys, lows, highs = [], [], [], []
         for i, c in enumerate(cols):
+            x = i + n * width - 0.4 + width / 2
             cell = row["cells"].get(c)
             if cell is None:
+                ax.text(x, 0.01, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
                 continue
-            xs.append(i + n * width - 0.4 + width / 2)
-            ys.append(cell["value"])
-            low, high = cell["ci_low"], cell["ci_high"]
+            value, low, high = cell["value"], cell["ci_low"], cell["ci_high"]
             ok = low is not None and low == low
-            lo.append(cell["value"] - low if ok else 0)
-            hi.append(high - cell["value"] if ok else 0)
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=row["run"])
-    ax.set_xticks(range(len(cols)), cols)
+            xs.append(x)
+            ys.append(value)
+            lows.append(value - low if ok else 0.0)
+            highs.append(high - value if ok else 0.0)
+            label_at = high if ok else value
+            top = max(top, label_at + 0.12)
+            ax.text(x, label_at + 0.01, f"{value:.2f}", ha="center", va="bottom", fontsize=6)
+        ax.bar(xs, ys, width, color=color, label=row["run"])
+        ax.errorbar(xs, ys, yerr=[lows, highs], fmt="none", ecolor="black", capsize=2, lw=0.8)
+        zeros = [x for x, y in zip(xs, ys, strict=True) if y == 0]
+        ax.hlines([0.003] * len(zeros), [x - width / 2 for x in zeros],
+                  [x + width / 2 for x in zeros], colors=color, linewidth=3)  # fmt: skip
+    n_of = {}
+    for row in rows:
+        for c, cell in row["cells"].items():
+            n_of.setdefault(c, cell.get("n"))
+    ax.set_xticks(range(len(cols)), [f"{c}\n(n={n_of.get(c)})" for c in cols])
     ax.set_ylabel(t["metric"])
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize="small")
-    ax.set_title(f"{t['metric']} by domain and family (95% bootstrap intervals)")
+    ax.set_ylim(0, top)
+    ax.legend(fontsize="small", ncols=min(4, max(1, len(rows))))
+    ax.set_title(
+        f"{t['metric']} by domain and family (bars: mean; whiskers: 95% bootstrap interval)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def plot_training(runs: list[Run], path: Path) -> bool:
+    """Per step: the mean reward, the within-group reward spread (what GRPO learns from: zero
+    means no gradient) and the training accuracy."""
     policies = {r.policy.ref: r.policy for r in runs if _trained_with_rl(r)}
     if not policies:
         return False
     plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    panels = (
+        ("reward", "reward (mean over the step's completions)"),
+        ("reward_std", "reward sd within a prompt's group"),
+        ("accuracy", "hit@1 of the step's completions"),
+    )
     for ref, pol in policies.items():
         log = pol.read("log")
         if log.height == 0:
             continue
-        a.plot(log["step"], log["reward"], label=ref)
-        b.plot(log["step"], log["accuracy"], label=ref)
-    a.set_title("training reward (mean per step)")
-    b.set_title("training accuracy (hit@1 per step)")
-    from matplotlib.ticker import MaxNLocator
-
-    for ax in (a, b):
+        for ax, (column, _) in zip(axes, panels, strict=True):
+            if column in log.columns:
+                ax.plot(
+                    log["step"], log[column], marker="." if log.height < 30 else None, label=ref
+                )
+    for ax, (column, title) in zip(axes, panels, strict=True):
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(column)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("step")
-        ax.legend(fontsize="small")
+    axes[0].legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
