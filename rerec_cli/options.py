@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import typer
 
 from stages.core.config import StageConfig, field_help, resolve_config
+from stages.core.extra_args import key_values
 
 CONFIG_PARAM = "config"
 _SCALARS = (bool, int, float, str, Path)
@@ -135,3 +136,19 @@ def config_options(
         return command
 
     return decorate
+
+
+# `--trl KEY=VALUE` / `--peft KEY=VALUE` (repeatable): the sft and train configs' pass-through
+# mappings (see stages.core.extra_args)
+PassThrough = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="KEY=VALUE",
+        help="a field of TRL's config (--trl) or PEFT's LoraConfig (--peft) that rerec does "
+        "not set, repeatable: --trl lr_scheduler_type=cosine [config: trl / peft]",
+    ),
+]
+PASS_THROUGH: dict[str, Callable[[Any], Any]] = {
+    "trl": lambda pairs: key_values(pairs, "trl"),
+    "peft": lambda pairs: key_values(pairs, "peft"),
+}

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
-from rerec_cli.options import config_options
+from rerec_cli.options import PASS_THROUGH, PassThrough, config_options
 from rerec_cli.output import out
 from rerec_cli.progress import StepProgress, evenly_spaced, print_prompt_tokens
 from stages.sft.config import SFTConfig
@@ -24,9 +24,12 @@ from stages.sft.config import SFTConfig
         "allow_mismatch": ("--allow-mismatch",),
         "lora": ("--lora/--full",),
     },
+    parsers=PASS_THROUGH,
 )
 def sft_command(
     cfg: SFTConfig,
+    trl: PassThrough = None,
+    peft: PassThrough = None,
     force: Annotated[bool, typer.Option("--force", help="Retrain even if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:

@@ -80,3 +80,60 @@ def test_shipped_presets_are_valid_configs_of_their_stages(preset: Path) -> None
     for section, values in sections.items():
         cfg = resolve_config(classes[section], section=section, config_file=preset)
         assert {k: getattr(cfg, k) for k in values} == values
+
+
+# ------------------------------------------------------------------ trl: / peft: pass-through
+def test_trl_and_peft_pass_through_reach_the_configs(tmp_path: Path) -> None:
+    from stages.rl.config import TrainConfig
+    from stages.rl.stage import grpo_args, lora_config
+
+    path = tmp_path / "train.yaml"
+    path.write_text(
+        "train:\n  trl:\n    lr_scheduler_type: cosine\n  peft:\n    use_rslora: true\n"
+    )
+    cfg = resolve_config(
+        TrainConfig, section="train", config_file=path, overrides={"model": "m", "steps": 1}
+    )
+    args = grpo_args(cfg, tmp_path, steps=1, micro=5, accumulation=1, device="cpu", weights=[1.0])
+    assert args.lr_scheduler_type == "cosine"
+    assert lora_config(cfg).use_rslora is True
+
+
+@pytest.mark.parametrize(
+    ("trl", "message"),
+    [
+        ({"learning_rate": 1.0}, r"--trl learning_rate: set it with --lr"),
+        (
+            {"lr_schedular_type": "cosine"},
+            r"not a field of GRPOConfig \(did you mean lr_scheduler_type\?\)",
+        ),
+    ],
+)
+def test_trl_keys_are_checked(tmp_path: Path, trl: dict, message: str) -> None:
+    from stages.rl.config import TrainConfig
+    from stages.rl.stage import grpo_args
+
+    cfg = TrainConfig(model="m", steps=1, trl=trl)
+    with pytest.raises(UserError, match=message):
+        grpo_args(cfg, tmp_path, steps=1, micro=5, accumulation=1, device="cpu", weights=[1.0])
+
+
+def test_pass_through_flags_parse_typed_values() -> None:
+    from stages.core.extra_args import key_values
+
+    assert key_values(["warmup_steps=10", "lr_scheduler_type=cosine", "x=[1, 2]"], "trl") == {
+        "warmup_steps": 10,
+        "lr_scheduler_type": "cosine",
+        "x": [1, 2],
+    }
+    with pytest.raises(UserError, match="write it as KEY=VALUE"):
+        key_values(["warmup_steps"], "trl")
+
+
+def test_empty_sections_and_trackers_leave_the_version_id_alone() -> None:
+    from stages.core.manifest import version_id
+
+    base = {"lr": 0.1}
+    same = version_id("x", 1, base, [])
+    assert version_id("x", 1, {**base, "trl": {}, "peft": {}, "report_to": ["wandb"]}, []) == same
+    assert version_id("x", 1, {**base, "trl": {"warmup_steps": 3}}, []) != same

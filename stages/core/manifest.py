@@ -75,6 +75,8 @@ class Manifest(BaseModel):
 # Config keys that never change what a stage writes (where progress is reported): left out of
 # the version id, kept in the manifest.
 NOT_IN_VERSION = frozenset({"report_to"})
+# Pass-through sections (`trl:`, `peft:`) count only when they hold something.
+EMPTY_NOT_IN_VERSION = frozenset({"trl", "peft"})
 
 
 def version_id(
@@ -83,7 +85,11 @@ def version_id(
     key = {
         "name": name,
         "schema_version": schema_version,
-        "config": {k: v for k, v in config.items() if k not in NOT_IN_VERSION},
+        "config": {
+            k: v
+            for k, v in config.items()
+            if k not in NOT_IN_VERSION and not (k in EMPTY_NOT_IN_VERSION and not v)
+        },
         "inputs": sorted((i.name, i.content_hash) for i in inputs),
     }
     return hashlib.sha256(canonical_json(key).encode()).hexdigest()[:12]

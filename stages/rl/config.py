@@ -3,7 +3,7 @@ importing torch, transformers or TRL."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -141,6 +141,16 @@ class TrainConfig(StageConfig):
     use_vllm: bool = Field(default=False, description="generate with vLLM (the gpu extra)")
     vllm_mode: Literal["colocate", "server"] = Field(
         default="colocate", description="vLLM in the training process, or `trl vllm-serve`"
+    )
+    trl: dict[str, Any] = Field(
+        default={},
+        description="more GRPOConfig fields rerec does not set itself, KEY=VALUE "
+        "(repeatable; YAML: a trl: mapping), e.g. lr_scheduler_type=cosine",
+    )
+    peft: dict[str, Any] = Field(
+        default={},
+        description="more LoraConfig fields, KEY=VALUE (repeatable; YAML: a peft: mapping), "
+        "e.g. use_rslora=true",
     )
     report_to: list[str] = Field(
         default=[],

@@ -40,6 +40,7 @@ from trl import GRPOConfig
 from stages.core.artifact import Artifact, ArtifactWriter, BuildResult
 from stages.core.devices import pick_device
 from stages.core.errors import UserError
+from stages.core.extra_args import check_extra, check_extras
 from stages.core.manifest import version_id
 from stages.core.store import ArtifactStore
 from stages.core.tracking import keep_tensorboard_logs, report_to
@@ -122,13 +123,13 @@ def grpo_args(
     """TRL's config for a run: one generation per optimizer step, paper defaults. bf16 on CPU
     is accelerate's mixed precision: the forward passes of the loss and of the reference run
     under `torch.autocast("cpu", torch.bfloat16)`, the weights, LoRA and optimizer states stay
-    fp32."""
-    return GRPOConfig(
+    fp32. ``cfg.trl`` sets GRPOConfig fields that no rerec option sets (rerec's defaults
+    below included: the scheduler, the loss type, ...)."""
+    args: dict[str, Any] = dict(
         output_dir=str(folder),
         seed=cfg.seed,
         data_seed=cfg.seed,
         learning_rate=cfg.lr,
-        lr_scheduler_type="constant",
         max_steps=steps,
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=accumulation,
@@ -138,12 +139,9 @@ def grpo_args(
         temperature=cfg.temperature,
         beta=cfg.beta,
         epsilon=cfg.epsilon,
-        loss_type="dapo",  # token-mean over the batch, as in the paper's verl setup
-        scale_rewards="group",
         reward_weights=weights,
         use_cpu=device == "cpu",
         bf16=precision == "bf16",
-        activation_checkpointing=device == "cuda",
         use_vllm=cfg.use_vllm,
         vllm_mode=cfg.vllm_mode,
         logging_steps=1,
@@ -151,11 +149,19 @@ def grpo_args(
         save_steps=cfg.save_steps,
         report_to=report_to(cfg.report_to),
         run_name=folder.name,  # <artifact>-<version>: the run as trackers show it
-        disable_tqdm=True,
-        log_level="warning",
         shuffle_dataset=False,
         dataloader_num_workers=0,
     )
+    defaults = dict(  # rerec's choices that `--trl` may change
+        lr_scheduler_type="constant",
+        loss_type="dapo",  # token-mean over the batch, as in the paper's verl setup
+        scale_rewards="group",
+        activation_checkpointing=device == "cuda",
+        disable_tqdm=True,
+        log_level="warning",
+    )
+    extra = check_extra("trl", GRPOConfig, cfg.trl, own=args)
+    return GRPOConfig(**args, **(defaults | extra))
 
 
 def lora_config(cfg: TrainConfig):
@@ -164,13 +170,14 @@ def lora_config(cfg: TrainConfig):
         return None
     from peft import LoraConfig
 
-    return LoraConfig(
+    args: dict[str, Any] = dict(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules="all-linear",
         task_type="CAUSAL_LM",
     )
+    extra = check_extra("peft", LoraConfig, cfg.peft, own=args)
+    return LoraConfig(**args, **({"target_modules": "all-linear"} | extra))
 
 
 @dataclass
@@ -284,6 +291,7 @@ def train_policy(
     device = pick_device(cfg.device)
     check_vllm(cfg, device)
     report_to(cfg.report_to)  # an unknown or missing tracker fails before a model loads
+    check_extras(cfg, GRPOConfig)  # so does a pass-through option that is not a field
     art_inputs = [a for a in (inputs.queries, inputs.graph, inputs.cf, inputs.model_artifact) if a]
     config = {
         **cfg.model_dump(mode="json"),

@@ -3,7 +3,7 @@ importing torch, transformers or TRL."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -69,6 +69,16 @@ class SFTConfig(StageConfig):
         default="auto",
         description="auto: bf16 autocast where the CPU has AVX512-BF16 or AMX (and on CUDA), "
         "else fp32",
+    )
+    trl: dict[str, Any] = Field(
+        default={},
+        description="more TRL SFTConfig fields rerec does not set itself, KEY=VALUE "
+        "(repeatable; YAML: a trl: mapping), e.g. lr_scheduler_type=cosine",
+    )
+    peft: dict[str, Any] = Field(
+        default={},
+        description="more LoraConfig fields, KEY=VALUE (repeatable; YAML: a peft: mapping), "
+        "e.g. use_rslora=true",
     )
     report_to: list[str] = Field(
         default=[],

@@ -27,6 +27,7 @@ from schemas.sft import EXAMPLES, SFT_LOG
 from stages.core.artifact import Artifact, ArtifactWriter, BuildResult
 from stages.core.devices import pick_device
 from stages.core.errors import UserError
+from stages.core.extra_args import check_extra, check_extras
 from stages.core.manifest import version_id
 from stages.core.store import ArtifactStore, scratch_dir
 from stages.core.tracking import keep_tensorboard_logs, report_to
@@ -105,12 +106,11 @@ def sft_args(
 ):
     from trl import SFTConfig as TRLConfig
 
-    return TRLConfig(
+    args: dict[str, Any] = dict(
         output_dir=folder,
         seed=cfg.seed,
         data_seed=cfg.seed,
         learning_rate=cfg.lr,
-        lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio,  # a float below 1: that share of the steps
         max_steps=steps,
         per_device_train_batch_size=cfg.micro_batch,
@@ -119,18 +119,23 @@ def sft_args(
         completion_only_loss=True,  # the prompt is context, not a target
         use_cpu=device == "cpu",
         bf16=bf16,
-        # recomputing activations saves memory a 135M model on a CPU does not need, at about a
-        # third more compute per step; on a GPU (bigger models) it stays on, as in `train`
-        activation_checkpointing=device == "cuda",
         logging_steps=1,
         save_strategy="no",
         report_to=report_to(cfg.report_to),
         run_name=run_name,  # <artifact>-<version>: the run as trackers show it
-        disable_tqdm=True,
-        log_level="warning",
         dataloader_num_workers=0,
         dataset_num_proc=None,
     )
+    defaults = dict(  # rerec's choices that `--trl` may change
+        lr_scheduler_type="cosine",
+        # recomputing activations saves memory a 135M model on a CPU does not need, at about a
+        # third more compute per step; on a GPU (bigger models) it stays on, as in `train`
+        activation_checkpointing=device == "cuda",
+        disable_tqdm=True,
+        log_level="warning",
+    )
+    extra = check_extra("trl", TRLConfig, cfg.trl, own=args)
+    return TRLConfig(**args, **(defaults | extra))
 
 
 def resolve_precision(cfg: SFTConfig, device: str) -> str:
@@ -169,6 +174,9 @@ def sft_policy(
         config["model_fingerprint"] = model_fingerprint(model_path)
     steps = cfg.steps or max(1, math.ceil(cfg.epochs * train.height / cfg.batch_size))
     report_to(cfg.report_to)  # an unknown or missing tracker fails before a model loads
+    from trl import SFTConfig as TRLConfig
+
+    check_extras(cfg, TRLConfig)  # so does a pass-through option that is not a field
 
     vid = version_id(name, schema_for(name).version, config, [a.as_input() for a in inputs])
 
@@ -257,17 +265,15 @@ def _fit(
             "completion": [[{"role": "assistant", "content": c}] for c in examples["completion"]],
         }
     )
-    peft_config = (
-        LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
-        if cfg.lora
-        else None
+    lora: dict[str, Any] = dict(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        task_type="CAUSAL_LM",
     )
+    extra = check_extra("peft", LoraConfig, cfg.peft, own=lora)
+    targets = {"target_modules": "all-linear"} | extra
+    peft_config = LoraConfig(**lora, **targets) if cfg.lora else None
     log = StepLog(steps, on_step)
     torch.manual_seed(cfg.seed)
     with scratch_dir(store, "sft") as folder:

@@ -1,0 +1,74 @@
+"""Options rerec does not model, passed through to TRL's and PEFT's configs: the `trl:` and
+`peft:` sections of a YAML config, or `--trl KEY=VALUE` / `--peft KEY=VALUE` (repeatable).
+
+Each key must be a field of the target dataclass (GRPOConfig or SFTConfig, LoraConfig) and not
+one rerec sets itself from its own options (that would be two places for one setting). They are
+part of the config, so of the manifest and the version id (an empty section is left out of the
+id: configs without one keep their versions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+from stages.core.errors import UserError
+
+# rerec's option for a TRL/PEFT field it sets itself, where the names differ
+OWN_OPTION = {
+    "learning_rate": "--lr",
+    "max_steps": "--steps",
+    "per_device_train_batch_size": "--micro-batch",
+    "r": "--lora-r",
+    "seed": "--seed",
+    "bf16": "--precision",
+    "use_cpu": "--device",
+}
+
+
+def check_extra(flag: str, cls: type, values: Mapping[str, Any], own: Mapping[str, Any] = {}):
+    """``values`` for dataclass ``cls``, checked: every key a field, none that rerec sets
+    (``own``: the arguments rerec passes). One line naming the key otherwise."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            near = difflib.get_close_matches(key, sorted(fields), n=1)
+            hint = f" (did you mean {near[0]}?)" if near else ""
+            raise UserError(f"--{flag} {key}: not a field of {cls.__name__}{hint}")
+        if key in own:
+            option = OWN_OPTION.get(key)
+            where = f"set it with {option}" if option else "rerec sets it from its own options"
+            raise UserError(f"--{flag} {key}: {where}")
+    return dict(values)
+
+
+def check_extras(cfg: Any, trainer_config: type) -> None:
+    """A stage's `trl`/`peft` keys that are not fields, checked before anything loads (the
+    keys rerec sets itself are refused when its arguments are built)."""
+    from peft import LoraConfig
+
+    check_extra("trl", trainer_config, cfg.trl)
+    check_extra("peft", LoraConfig, cfg.peft)
+
+
+def key_values(pairs: list[str] | None, flag: str) -> dict[str, Any] | None:
+    """``["lr_scheduler_type=cosine", "warmup_steps=10"]`` -> a mapping, each value read as
+    YAML (numbers, booleans and lists come out typed)."""
+    import yaml
+
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(
+                f"--{flag} {pair!r}: write it as KEY=VALUE, e.g. lr_scheduler_type=cosine"
+            )
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
