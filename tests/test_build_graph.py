@@ -17,7 +17,7 @@ from stages.graph.film_facts import match_films, read_wikidata_films
 from stages.graph.sources.book_crossing import clean_isbn, normalise_person, read_book_crossing
 from stages.graph.sources.generic import read_generic
 from stages.graph.sources.movielens import read_movielens
-from stages.graph.sources.recbole import read_recbole_ml100k
+from stages.graph.sources.recbole import read_recbole_atomic, read_recbole_ml100k
 from stages.graph.stage import build_graph
 from stages.text.titles import normalise_title, split_title_year
 from tests.fixtures.sources import (
@@ -121,6 +121,54 @@ def test_recbole_adapter(tmp_path: Path) -> None:
     src = read_recbole_ml100k(write_recbole_ml100k(tmp_path / "ml"))
     _check_movies(src)
     assert src.users.sort("user_key").rows()[0] == (10, 24, "M", "technician", None)
+
+
+def test_any_recbole_atomic_folder_without_mapping(tmp_path: Path) -> None:
+    # RecBole's own ml-100k files read by the generic RecBole adapter: the same items, years
+    # and interactions as the dedicated reader, genres as `genre` attributes
+    folder = write_recbole_ml100k(tmp_path / "ml")
+    generic, dedicated = read_recbole_atomic(folder, "movies"), read_recbole_ml100k(folder)
+    key = pl.col("item_key").cast(pl.Int64)
+    for table in ("items", "interactions"):
+        a = getattr(generic, table).with_columns(key).sort(pl.all())
+        b = getattr(dedicated, table).with_columns(key).sort(pl.all())
+        assert a.select(b.columns).equals(b.select(b.columns).cast(a.select(b.columns).schema))
+    genres = generic.item_attrs.filter(pl.col("relation") == "genre").with_columns(key)
+    assert genres.sort(pl.all()).equals(
+        dedicated.item_attrs.with_columns(key).cast(genres.schema).sort(pl.all())
+    )
+    # a books dataset with a token author and a token_seq category list
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "bx.inter").write_text(
+        "user_id:token\titem_id:token\tscore:float\nu1\tb1\t1\nu2\tb2\t1\n"
+    )
+    (books / "bx.item").write_text(
+        "item_id:token\tbook_title:token_seq\tbook_author:token\tpublish_year:token\tcategories:token_seq\n"
+        "b1\tThe Hobbit\tTolkien\t1937\tFantasy Adventure\n"
+        "b2\tDune\tHerbert\t1965\tScience\n"
+    )
+    src = read_recbole_atomic(books, "books")
+    assert src.items.sort("item_key").rows() == [("b1", "The Hobbit", 1937), ("b2", "Dune", 1965)]
+    assert sorted(src.item_attrs.rows()) == [
+        ("b1", "author", "Tolkien"), ("b1", "genre", "Adventure"), ("b1", "genre", "Fantasy"),
+        ("b2", "author", "Herbert"), ("b2", "genre", "Science"),
+    ]  # fmt: skip
+    assert src.interactions["rating"].null_count() == 2 and src.users is None
+    (books / "bx.item").write_text("item_id:token\tisbn:token\nb1\tx\n")
+    with pytest.raises(UserError, match="needs item_id and a title field"):
+        read_recbole_atomic(books, "books")
+
+
+def test_recbole_source_through_the_cli(rerec, store, tmp_path: Path) -> None:
+    folder = write_recbole_ml100k(tmp_path / "ml")
+    r = rerec(
+        "build-graph", "--source", "recbole", "--input-dir", str(folder), "--domain", "movies"
+    )
+    assert r.exit_code == 0, r.stderr
+    graph = store.resolve("graph-movies")
+    assert graph.read("items").height == len(MOVIES)
+    assert rerec("build-graph", "--source", "recbole").exit_code == 2
 
 
 def test_official_ml100k_adapter(tmp_path: Path) -> None:

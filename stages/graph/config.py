@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from schemas import check_name
 from stages.core.config import StageConfig
 
-Source = Literal["ml-100k", "movielens", "book-crossing", "generic"]
+Source = Literal["ml-100k", "movielens", "book-crossing", "recbole", "generic"]
 
 
 class BuildGraphConfig(StageConfig):
@@ -20,7 +20,9 @@ class BuildGraphConfig(StageConfig):
         default="ml-100k",
         description="ml-100k: the fetched MovieLens-100K; movielens: official GroupLens files "
         "(100K u.*, 1M *.dat, latest/25M/32M *.csv) in --input-dir; book-crossing: the fetched "
-        "Book-Crossing (or BX-*.csv in --input-dir); generic: your own files (items_path, "
+        "Book-Crossing (or BX-*.csv in --input-dir); recbole: any RecBole atomic dataset "
+        "folder (--input-dir with NAME.inter, NAME.item, NAME.user); generic: your own files "
+        "(items_path, "
         "interactions_path, ...)",
     )
     input_dir: Path | None = Field(
@@ -56,7 +58,9 @@ class BuildGraphConfig(StageConfig):
         description="an interaction whose item is not in the catalogue: error, or drop it "
         "(default: error; drop for Book-Crossing, whose ratings name books it lacks)",
     )
-    domain: str = Field(default="items", description="generic: the domain name of the items")
+    domain: str = Field(
+        default="items", description="generic, recbole: the domain name of the items"
+    )
     items_path: Path | None = Field(default=None, description="generic: items file")
     interactions_path: Path | None = Field(default=None, description="generic: interactions")
     item_attributes_path: Path | None = Field(
@@ -82,6 +86,11 @@ class BuildGraphConfig(StageConfig):
                 "source 'movielens' reads official files: give their folder "
                 "with --input-dir (config: input_dir)"
             )
+        if self.source == "recbole" and self.input_dir is None:
+            raise ValueError(
+                "source 'recbole' reads a RecBole atomic dataset: give its folder with "
+                "--input-dir (config: input_dir)"
+            )
         if self.source == "generic" and (self.items_path is None or self.interactions_path is None):
             raise ValueError(
                 "source 'generic' needs --items and --interactions "
@@ -97,6 +106,6 @@ class BuildGraphConfig(StageConfig):
             return self.output
         if self.source == "book-crossing":
             return "graph-books"
-        if self.source == "generic":
+        if self.source in ("generic", "recbole"):
             return f"graph-{self.domain}"
         return "graph"

@@ -23,7 +23,7 @@ from stages.graph.sources.book_crossing import read_book_crossing
 from stages.graph.sources.common import SourceTables
 from stages.graph.sources.generic import read_generic
 from stages.graph.sources.movielens import read_movielens
-from stages.graph.sources.recbole import read_recbole_ml100k
+from stages.graph.sources.recbole import read_recbole_atomic, read_recbole_ml100k
 
 
 def input_artifacts(cfg: BuildGraphConfig, store: ArtifactStore) -> dict[str, Artifact]:
@@ -43,6 +43,9 @@ def read_source(cfg: BuildGraphConfig, inputs: dict[str, Artifact]) -> SourceTab
     if cfg.source == "movielens":
         assert cfg.input_dir is not None
         return read_movielens(cfg.input_dir)
+    if cfg.source == "recbole":
+        assert cfg.input_dir is not None
+        return read_recbole_atomic(cfg.input_dir, cfg.domain)
     if cfg.source == "book-crossing":
         return read_book_crossing(
             cfg.input_dir or inputs["book-crossing"].path, cfg.book_interactions

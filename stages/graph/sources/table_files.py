@@ -61,7 +61,7 @@ def read_delimited(
     ``optional`` columns are read too where the header has them; without one, ``names`` names
     every column in order. Type errors name the line and the column.
     """
-    header_cols = _header(path, dialect) if dialect.header else list(names or [])
+    header_cols = header_fields(path, dialect) if dialect.header else list(names or [])
     if optional:
         extra = {c: t for c, t in optional.items() if c in header_cols and c not in columns}
         columns = {**columns, **extra}
@@ -107,7 +107,7 @@ def read_delimited(
 _BOM = b"\xef\xbb\xbf"
 
 
-def _header(path: Path, dialect: Dialect) -> list[str]:
+def header_fields(path: Path, dialect: Dialect) -> list[str]:
     """The header fields, split the way DuckDB will split them. A UTF-8 byte-order mark (Excel
     writes one) is not part of the first name; DuckDB itself skips it when reading the rows."""
     encoding = "latin-1" if dialect.encoding == "latin-1" else "utf-8"
