@@ -25,6 +25,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def _register() -> Any:
     from rerec_cli import build_graph as _build_graph  # noqa: F401  (registers build-graph)
     from rerec_cli import eval as _eval  # noqa: F401  (registers eval)
+    from rerec_cli import export as _export  # noqa: F401  (registers export)
     from rerec_cli import fetch as _fetch  # noqa: F401  (registers `rerec fetch`)
     from rerec_cli import make_queries as _make_queries  # noqa: F401  (registers make-queries)
     from rerec_cli import pretrain_cf as _pretrain_cf  # noqa: F401  (registers pretrain-cf)

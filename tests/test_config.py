@@ -61,7 +61,8 @@ def test_missing_config_file(tmp_path: Path) -> None:
         resolve_config(ToyConfig, section="train", config_file=tmp_path / "nope.yaml")
 
 
-PRESETS = sorted((Path(__file__).parent.parent / "configs" / "presets").glob("*.yaml"))
+CONFIGS = Path(__file__).parent.parent / "configs"
+PRESETS = sorted([*(CONFIGS / "presets").glob("*.yaml"), *(CONFIGS / "models").glob("*.yaml")])
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
@@ -80,6 +81,10 @@ def test_shipped_presets_are_valid_configs_of_their_stages(preset: Path) -> None
     for section, values in sections.items():
         cfg = resolve_config(classes[section], section=section, config_file=preset)
         assert {k: getattr(cfg, k) for k in values} == values
+        if section == "train":  # the step's completions split into micro-batches on one GPU
+            from stages.rl.stage import batch_layout
+
+            batch_layout(cfg, world=1)
 
 
 # ------------------------------------------------------------------ trl: / peft: pass-through

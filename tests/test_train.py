@@ -390,3 +390,35 @@ def test_report_to_refuses_unknown_trackers_before_loading_a_model(toy) -> None:
     store, model = toy
     with pytest.raises(UserError, match="not a tracker transformers knows"):
         train(store, model, output="policy-typo", report_to=["tensorbord"])
+
+
+def test_export_adapter_and_merged_folders_load_and_agree(toy, tmp_path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stages.eval.config import EvalConfig
+    from stages.eval.stage import evaluate
+    from stages.export.policy import export_policy
+
+    store, model = toy
+    policy = train(store, model, output="policy-export").artifact
+    evaluate(store, EvalConfig(policy="policy-export", max_new_tokens=8, bootstrap=50))
+    adapter = export_policy(store, "policy-export", tmp_path / "adapter")
+    merged = export_policy(store, "policy-export", tmp_path / "merged", merged=True)
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert not (adapter / "model.safetensors").exists() and (merged / "model.safetensors").is_file()
+    tok = AutoTokenizer.from_pretrained(merged)
+    ids = tok("Film 3 (1983) is a comedy.", return_tensors="pt").input_ids
+    on_base = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter)
+    alone = AutoModelForCausalLM.from_pretrained(merged)
+    with torch.no_grad():
+        np.testing.assert_allclose(
+            on_base(ids).logits.numpy(), alone(ids).logits.numpy(), atol=1e-4, rtol=1e-4
+        )
+    card = (adapter / "README.md").read_text()
+    assert card.startswith("---\nbase_model: ") and "library_name: peft" in card
+    assert "library_name: transformers" in (merged / "README.md").read_text()
+    assert "`eval-policy-export@" in card and "| all |" in card  # the eval, with its interval
+    assert json.loads((adapter / "rerec.json").read_text())["policy"] == policy.ref
+    with pytest.raises(UserError, match="is not empty"):
+        export_policy(store, "policy-export", adapter)
