@@ -27,7 +27,9 @@ def test_accelerate_reads_each_shipped_config(path: Path) -> None:
         assert str(cfg.distributed_type).endswith("MULTI_GPU")
 
 
-@pytest.mark.parametrize("path", [p for p in CONFIGS if p.name.startswith("zero")], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", [p for p in CONFIGS if p.name.startswith("zero")], ids=lambda p: p.name
+)
 def test_zero_configs_make_their_deepspeed_plugin(path: Path) -> None:
     pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed")
     from accelerate.commands.config.config_args import load_config_from_file

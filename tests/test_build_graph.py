@@ -245,7 +245,7 @@ def test_isbn_and_author_cleaning() -> None:
     ]
 
 
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "hf-dataset"])
 def test_generic_adapter_with_column_mapping(tmp_path: Path, fmt: str) -> None:
     paths = write_generic(tmp_path / "g", fmt)
     src = read_generic(
@@ -569,3 +569,22 @@ def test_impossible_options(rerec, store) -> None:
 def test_missing_films_database(store, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="rerec fetch wikidata-films"):
         read_wikidata_films(tmp_path / "none.db")
+
+
+def test_hugging_face_dataset_folders_through_the_cli(rerec, store, tmp_path: Path) -> None:
+    paths = write_generic(tmp_path / "g", "hf-dataset")
+    args = ["build-graph", "--source", "generic", "--domain", "gadgets"]
+    args += ["--items", str(paths["items"]), "--interactions", str(paths["inter"])]
+    args += ["--item-attributes", str(paths["attrs"])]
+    cols = ["item_id=sku", "title=name", "year=released", "user_id=who", "rating=stars"]
+    cols += ["timestamp=when", "relation=kind", "value=val"]
+    r = rerec(*args, *[x for c in cols for x in ("--column", c)])
+    assert r.exit_code == 0, r.stderr
+    graph = store.resolve("graph-gadgets")
+    assert graph.read("items").height == 4 and graph.read("interactions").height == 5
+    # the dataset's files are hashed into the version: a changed dataset is a new graph
+    hashed = graph.manifest.config["external_files"]
+    assert any(k.startswith(str(paths["items"].resolve()) + "/") for k in hashed)
+    r = rerec("build-graph", "--source", "generic", "--items", str(tmp_path), "--interactions",
+              str(paths["inter"]))  # fmt: skip
+    assert r.exit_code == 2 and "not a Hugging Face dataset" in r.stderr

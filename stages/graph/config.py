@@ -61,12 +61,23 @@ class BuildGraphConfig(StageConfig):
     domain: str = Field(
         default="items", description="generic, recbole: the domain name of the items"
     )
-    items_path: Path | None = Field(default=None, description="generic: items file")
-    interactions_path: Path | None = Field(default=None, description="generic: interactions")
-    item_attributes_path: Path | None = Field(
-        default=None, description="generic: item attributes in long form (item, relation, value)"
+    items_path: Path | None = Field(
+        default=None,
+        description="generic: items, columns item_id, title, optional year (a CSV, TSV or "
+        "Parquet file, or a Hugging Face datasets folder; other names: --column)",
     )
-    users_path: Path | None = Field(default=None, description="generic: users file")
+    interactions_path: Path | None = Field(
+        default=None,
+        description="generic: interactions, columns user_id, item_id, optional rating, timestamp",
+    )
+    item_attributes_path: Path | None = Field(
+        default=None,
+        description="generic: item attributes in long form, columns item_id, relation, value",
+    )
+    users_path: Path | None = Field(
+        default=None,
+        description="generic: users, columns user_id, optional age, gender, occupation, location",
+    )
     columns: dict[str, str] = Field(
         default_factory=dict,
         description="generic: our column -> your column, for item_id, title, year, user_id, "

@@ -73,6 +73,9 @@ def external_files(cfg: BuildGraphConfig) -> dict[str, str]:
         paths += sorted(p for p in cfg.input_dir.iterdir() if p.is_file())
     for p in (cfg.items_path, cfg.interactions_path, cfg.item_attributes_path, cfg.users_path):
         if p is not None:
+            if p.is_dir():  # a Hugging Face dataset folder: every file in it
+                paths += sorted(f for f in p.rglob("*") if f.is_file())
+                continue
             if not p.is_file():
                 raise UserError(f"{p} does not exist")
             paths.append(p)

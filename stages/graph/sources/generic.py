@@ -51,14 +51,39 @@ def read_table(
     *,
     optional: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
-    """A Parquet, CSV or TSV file (by suffix), columns given as source name -> DuckDB type;
-    ``optional`` columns are read where the file has them."""
+    """A Parquet, CSV or TSV file (by suffix), or a Hugging Face `datasets` folder
+    (`save_to_disk`); columns given as source name -> DuckDB type; ``optional`` columns are
+    read where the file has them."""
+    if path.is_dir():
+        return read_parquet(hf_dataset_as_parquet(path), list(columns), list(optional or {}))
     if not path.is_file():
         raise UserError(f"{path} does not exist")
     if path.suffix.lower() == ".parquet":
         return read_parquet(path, list(columns), list(optional or {}))
     delim = delimiter or ("\t" if path.suffix.lower() in {".tsv", ".tab"} else ",")
     return read_delimited(path, Dialect(delim=delim, encoding=encoding), columns, optional=optional)
+
+
+def hf_dataset_as_parquet(folder: Path) -> Path:
+    """A `datasets` folder written by `save_to_disk`, as a Parquet file beside nothing the user
+    owns (a temporary file, read like any Parquet input, so the checks are the same)."""
+    import tempfile
+
+    if (folder / "dataset_dict.json").is_file():
+        splits = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        raise UserError(
+            f"{folder} is a DatasetDict; point at one split's folder ({', '.join(splits)})"
+        )
+    if not (folder / "state.json").is_file():
+        raise UserError(
+            f"{folder} is a folder but not a Hugging Face dataset (no state.json from "
+            "save_to_disk); give a CSV, TSV or Parquet file, or a dataset folder"
+        )
+    from datasets import load_from_disk
+
+    out = Path(tempfile.mkdtemp(prefix="rerec-hf-")) / f"{folder.name}.parquet"
+    load_from_disk(str(folder)).to_parquet(str(out))
+    return out
 
 
 def read_generic(
