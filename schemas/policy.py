@@ -51,8 +51,9 @@ ROLLOUTS = TableSchema(
         "pas": pl.Float64,
         "correct": pl.Boolean,
         "completion_tokens": pl.Int32,
+        "completion": pl.String,  # the text, as TRL's log_completions shows it
     },
-    "every scored completion of training",
+    "every scored completion of training, with its query id and text",
 )
 
 # Per curriculum epoch from the second on: each training query's difficulty and fate.
@@ -71,7 +72,7 @@ CURRICULUM = TableSchema(
 
 POLICY = ArtifactSchema(
     name="policy",
-    version=1,
+    version=2,  # 2: rollouts keep each completion's text
     kind="policy",
     description="LLM recommendation policy trained with GRPO / ReRec / REINFORCE++",
     produced_by="rerec train --force",

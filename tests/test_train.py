@@ -51,6 +51,11 @@ def test_each_algorithm_trains_end_to_end(toy, algo) -> None:
     assert log["epoch"].to_list() == [0, 0, 1, 1]
     assert rollouts.height == 4 * 2 * 3
     assert rollouts.group_by("step").len()["len"].to_list() == [6] * 4
+    # each rollout keeps its text: the format term is whether that text holds a box
+    from stages.llm.answers import parse_boxed
+
+    boxed = [parse_boxed(t) is not None for t in rollouts["completion"]]
+    assert boxed == (rollouts["format"] > 0).to_list()
     # every rollout's reward is the weighted sum of its parts, with the algorithm's weights
     w_qas, w_pas = (0.2, 0.1) if algo == "rerec" else (0.0, 0.0)
     expect = 0.1 * rollouts["format"] + rollouts["ndcg"] + w_qas * rollouts["qas"]

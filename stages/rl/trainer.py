@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from transformers import StoppingCriteriaList, TrainerCallback
+from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from stages.llm.generation import BoxStop
@@ -216,6 +217,7 @@ class RerecGRPOTrainer(GRPOTrainer):
         epoch = self.schedule.epoch
         names = self.schedule.sampler.query_ids
         families = self._families
+        texts = gather_object(list(parts["texts"]))  # every process's, in global order
         rows = [
             {
                 "step": step + 1,
@@ -229,9 +231,10 @@ class RerecGRPOTrainer(GRPOTrainer):
                 "pas": float(pas),
                 "correct": bool(correct > 0.5),
                 "completion_tokens": int(tokens),
+                "completion": text,
             }
-            for query, reward, fmt, ndcg, qas, pas, correct, tokens in zip(
-                *everyone.values(), strict=True
+            for query, reward, fmt, ndcg, qas, pas, correct, tokens, text in zip(
+                *everyone.values(), texts, strict=True
             )
         ]
         self.run_state.rollouts.extend(rows)

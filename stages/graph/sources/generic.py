@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -20,6 +20,7 @@ from stages.graph.sources.table_files import (
     fail_on_first,
     read_delimited,
     read_parquet,
+    stored_columns,
     typed_column,
     with_rows,
 )
@@ -55,7 +56,7 @@ def read_table(
     (`save_to_disk`); columns given as source name -> DuckDB type; ``optional`` columns are
     read where the file has them."""
     if path.is_dir():
-        return read_parquet(hf_dataset_as_parquet(path), list(columns), list(optional or {}))
+        return read_hf_dataset(path, list(columns), list(optional or {}))
     if not path.is_file():
         raise UserError(f"{path} does not exist")
     if path.suffix.lower() == ".parquet":
@@ -64,11 +65,11 @@ def read_table(
     return read_delimited(path, Dialect(delim=delim, encoding=encoding), columns, optional=optional)
 
 
-def hf_dataset_as_parquet(folder: Path) -> Path:
-    """A `datasets` folder written by `save_to_disk`, as a Parquet file beside nothing the user
-    owns (a temporary file, read like any Parquet input, so the checks are the same)."""
-    import tempfile
-
+def read_hf_dataset(
+    folder: Path, columns: Sequence[str], optional: Sequence[str] = ()
+) -> pl.DataFrame:
+    """``columns`` (and ``optional`` ones it has) of a Hugging Face `datasets` folder written
+    by `save_to_disk`, with the checks of a Parquet file."""
     if (folder / "dataset_dict.json").is_file():
         splits = sorted(p.name for p in folder.iterdir() if p.is_dir())
         raise UserError(
@@ -81,9 +82,12 @@ def hf_dataset_as_parquet(folder: Path) -> Path:
         )
     from datasets import load_from_disk
 
-    out = Path(tempfile.mkdtemp(prefix="rerec-hf-")) / f"{folder.name}.parquet"
-    load_from_disk(str(folder)).to_parquet(str(out))
-    return out
+    dataset = load_from_disk(str(folder))
+    stored = stored_columns(folder, dataset.column_names, columns)
+    wanted = list(dict.fromkeys([*columns, *(c for c in optional if c in stored)]))
+    df = pl.from_arrow(dataset.select_columns([stored[c] for c in wanted]).data.table)
+    assert isinstance(df, pl.DataFrame)
+    return df.rename({stored[c]: c for c in wanted if stored[c] != c})
 
 
 def read_generic(

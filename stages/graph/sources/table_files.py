@@ -163,16 +163,22 @@ def read_parquet(path: Path, columns: Sequence[str], optional: Sequence[str] = (
         schema = pl.read_parquet_schema(path)
     except Exception:  # polars raises several error types for a non-Parquet file
         raise UserError(f"{path}: not a Parquet file") from None
-    stored = {name.removeprefix("\ufeff"): name for name in schema}
+    stored = stored_columns(path, list(schema), columns)
+    wanted = list(dict.fromkeys([*columns, *(c for c in optional if c in stored)]))
+    df = pl.read_parquet(path, columns=[stored[c] for c in wanted])
+    return df.rename({stored[c]: c for c in wanted if stored[c] != c})
+
+
+def stored_columns(path: Path, names: Sequence[str], columns: Sequence[str]) -> dict[str, str]:
+    """Our name -> the stored name (a BOM dropped); a missing column is one line."""
+    stored = {name.removeprefix("\ufeff"): name for name in names}
     missing = [c for c in columns if c not in stored]
     if missing:
         raise UserError(
             f"{path}: missing column '{missing[0]}' (found: {', '.join(stored)}); "
             "rename it or map it in the config"
         )
-    wanted = list(dict.fromkeys([*columns, *(c for c in optional if c in stored)]))
-    df = pl.read_parquet(path, columns=[stored[c] for c in wanted])
-    return df.rename({stored[c]: c for c in wanted if stored[c] != c})
+    return stored
 
 
 def first_duplicate(df: pl.DataFrame, key: str) -> object | None:
