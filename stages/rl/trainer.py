@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers import StoppingCriteriaList, TrainerCallback
-from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from stages.llm.generation import BoxStop
