@@ -1,4 +1,5 @@
-"""`rerec export`: a policy as a standalone Hugging Face folder with a model card."""
+"""`rerec export`: a policy as a Hugging Face model folder with a model card, or a query split
+as a dataset any trainer reads."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import typer
 
 from rerec_cli.app import app, state
 from rerec_cli.output import out
+from stages.core.errors import UserError
 
 
 @app.command("export")
 def export_command(
-    policy: Annotated[str, typer.Argument(help="policy artifact (NAME[@VERSION])")],
+    artifact: Annotated[str, typer.Argument(help="a policy or queries artifact (NAME[@VERSION])")],
     folder: Annotated[Path, typer.Argument(help="folder to write (new or empty)")],
     merged: Annotated[
         bool,
         typer.Option(
-            "--merged", help="Full weights with the adapter merged in (loads without peft)."
+            "--merged", help="policy: full weights with the adapter merged in (loads without peft)."
         ),
     ] = False,
     push_to_hub: Annotated[
@@ -26,21 +28,61 @@ def export_command(
         typer.Option(
             "--push-to-hub",
             metavar="REPO",
-            help="Also upload the folder to this Hub model repository (created if missing; "
-            "your credentials: `hf auth login` or HF_TOKEN).",
+            help="policy: also upload the folder to this Hub model repository (created if "
+            "missing; your credentials: `hf auth login` or HF_TOKEN).",
         ),
     ] = None,
     private: Annotated[
-        bool, typer.Option("--private", help="Create the Hub repository private.")
+        bool, typer.Option("--private", help="policy: create the Hub repository private.")
     ] = False,
+    splits: Annotated[
+        list[str] | None,
+        typer.Option("--split", help="queries: the splits to write, repeatable (default: all)."),
+    ] = None,
+    candidate_facts: Annotated[
+        str,
+        typer.Option(metavar="none|compact|full", help="queries: candidate facts in the prompt."),
+    ] = "none",
+    named_facts: Annotated[
+        bool,
+        typer.Option(
+            "--named-facts/--no-named-facts", help="queries: facts of the items a request names."
+        ),
+    ] = False,
+    history: Annotated[
+        int, typer.Option(metavar="N", help="queries: liked items shown (interest requests).")
+    ] = 0,
 ) -> None:
-    """Write a policy as a Hugging Face model folder: the LoRA adapter (or, with --merged, full
-    weights), tokenizer and chat template, a model card (base model, data, training options,
-    rewards, every eval of it with 95% intervals) and rerec.json (its lineage)."""
+    """Export a policy as a Hugging Face model folder (the LoRA adapter, or with --merged full
+    weights; tokenizer, chat template, a model card with base model, data, training options,
+    rewards and every eval with 95% intervals; rerec.json), or a queries artifact as one Parquet
+    file per split in TRL's conversational format (`prompt` messages rendered as rerec renders
+    them, `completion`, candidates and ground truths)."""
+    store = state.store
+    kind = store.resolve(artifact, check_schema=False, verify=False).manifest.kind
+    if kind == "queries":
+        if merged or push_to_hub or private:
+            raise UserError("--merged, --push-to-hub and --private are for a policy, not queries")
+        from stages.export.queries import export_queries
+
+        counts = export_queries(
+            store,
+            artifact,
+            folder,
+            splits=splits,
+            candidate_facts=candidate_facts,
+            named_facts=named_facts,
+            history=history,
+        )
+        written = ", ".join(f"{s}.parquet ({n:,} rows)" for s, n in counts.items())
+        out.print(f"written: {folder}: {written}")
+        return
+    if kind != "policy":
+        raise UserError(f"{artifact} is a {kind} artifact; export takes a policy or queries")
     from stages.export.policy import export_policy
     from stages.export.policy import push_to_hub as push
 
-    written = export_policy(state.store, policy, folder, merged=merged)
-    out.print(f"written: {written} ({'full weights' if merged else 'adapter'} + model card)")
+    written_to = export_policy(store, artifact, folder, merged=merged)
+    out.print(f"written: {written_to} ({'full weights' if merged else 'adapter'} + model card)")
     if push_to_hub:
-        out.print(f"pushed: {push(written, push_to_hub, private=private)}")
+        out.print(f"pushed: {push(written_to, push_to_hub, private=private)}")
