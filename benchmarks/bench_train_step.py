@@ -64,7 +64,8 @@ def plain_trl_trainer(cfg, inputs, folder: Path):
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOTrainer
 
-    from stages.rl.stage import lora_config, trainer_parts
+    from stages.llm.lora import lora_config
+    from stages.rl.stage import trainer_parts
 
     p = trainer_parts(cfg, inputs, folder, "cpu")
     torch.manual_seed(cfg.seed)

@@ -89,8 +89,9 @@ def test_shipped_presets_are_valid_configs_of_their_stages(preset: Path) -> None
 
 # ------------------------------------------------------------------ trl: / peft: pass-through
 def test_trl_and_peft_pass_through_reach_the_configs(tmp_path: Path) -> None:
+    from stages.llm.lora import lora_config
     from stages.rl.config import TrainConfig
-    from stages.rl.stage import grpo_args, lora_config
+    from stages.rl.stage import grpo_args
 
     path = tmp_path / "train.yaml"
     path.write_text(

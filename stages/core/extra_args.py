@@ -12,9 +12,37 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from stages.core.errors import UserError
+
+# The fields of the training configs (sft, train) that reach TRL and PEFT unmodelled, and the
+# trackers; declared once here, used by both configs.
+TrlExtra = Annotated[
+    dict[str, Any],
+    Field(
+        description="more fields of TRL's trainer config (GRPOConfig, SFTConfig) that rerec does "
+        "not set itself, KEY=VALUE (repeatable; YAML: a trl: mapping), e.g. "
+        "lr_scheduler_type=cosine",
+    ),
+]
+PeftExtra = Annotated[
+    dict[str, Any],
+    Field(
+        description="more LoraConfig fields, KEY=VALUE (repeatable; YAML: a peft: mapping), "
+        "e.g. use_rslora=true or target_modules=[q_proj,v_proj]",
+    ),
+]
+Trackers = Annotated[
+    list[str],
+    Field(
+        description="trackers for the training log, as TRL's report_to: tensorboard, wandb, "
+        "mlflow, trackio, ... (repeatable; the pip extra of that name installs one); "
+        "TensorBoard files are kept in <workdir>/.logs/<artifact>-<version>/",
+    ),
+]
 
 # rerec's option for a TRL/PEFT field it sets itself, where the names differ
 OWN_OPTION = {

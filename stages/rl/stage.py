@@ -45,6 +45,7 @@ from stages.core.manifest import version_id
 from stages.core.store import ArtifactStore
 from stages.core.tracking import keep_tensorboard_logs, report_to
 from stages.llm.generation import load_model_folder, quiet_libraries, resolve_precision
+from stages.llm.lora import lora_config
 from stages.llm.models import model_fingerprint, require_vllm
 from stages.llm.prompts import (
     PROMPT_OPTIONS,
@@ -162,22 +163,6 @@ def grpo_args(
     )
     extra = check_extra("trl", GRPOConfig, cfg.trl, own=args)
     return GRPOConfig(**args, **(defaults | extra))
-
-
-def lora_config(cfg: TrainConfig):
-    """LoRA on every linear layer, or None for full fine-tuning."""
-    if not cfg.lora:
-        return None
-    from peft import LoraConfig
-
-    args: dict[str, Any] = dict(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        task_type="CAUSAL_LM",
-    )
-    extra = check_extra("peft", LoraConfig, cfg.peft, own=args)
-    return LoraConfig(**args, **({"target_modules": "all-linear"} | extra))
 
 
 @dataclass

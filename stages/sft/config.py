@@ -3,12 +3,13 @@ importing torch, transformers or TRL."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from schemas import check_name
 from stages.core.config import StageConfig
+from stages.core.extra_args import PeftExtra, Trackers, TrlExtra
 from stages.llm.prompts import CANDIDATE_FACTS_HELP, HISTORY_HELP, NAMED_FACTS_HELP, FactOption
 
 
@@ -70,22 +71,9 @@ class SFTConfig(StageConfig):
         description="auto: bf16 autocast where the CPU has AVX512-BF16 or AMX (and on CUDA), "
         "else fp32",
     )
-    trl: dict[str, Any] = Field(
-        default={},
-        description="more TRL SFTConfig fields rerec does not set itself, KEY=VALUE "
-        "(repeatable; YAML: a trl: mapping), e.g. lr_scheduler_type=cosine",
-    )
-    peft: dict[str, Any] = Field(
-        default={},
-        description="more LoraConfig fields, KEY=VALUE (repeatable; YAML: a peft: mapping), "
-        "e.g. use_rslora=true",
-    )
-    report_to: list[str] = Field(
-        default=[],
-        description="trackers for the training log, as TRL's report_to: tensorboard, wandb, "
-        "mlflow, trackio, ... (repeatable; the pip extra of that name installs one); "
-        "TensorBoard files are kept in <workdir>/.logs/<artifact>-<version>/",
-    )
+    trl: TrlExtra = {}
+    peft: PeftExtra = {}
+    report_to: Trackers = []
 
     @model_validator(mode="after")
     def _check(self) -> SFTConfig:

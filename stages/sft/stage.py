@@ -32,6 +32,7 @@ from stages.core.manifest import version_id
 from stages.core.store import ArtifactStore, scratch_dir
 from stages.core.tracking import keep_tensorboard_logs, report_to
 from stages.llm.generation import load_model_folder, quiet_libraries
+from stages.llm.lora import lora_config
 from stages.llm.models import resolve_model
 from stages.llm.prompts import (
     prompt_options,
@@ -250,7 +251,6 @@ def _fit(
 ) -> tuple[list[dict[str, Any]], int, float, pl.DataFrame]:
     """Train and save the model into the artifact; the step log, tokens, seconds and the
     prompts' token counts."""
-    from peft import LoraConfig
     from trl import SFTTrainer
 
     quiet_libraries()
@@ -265,15 +265,7 @@ def _fit(
             "completion": [[{"role": "assistant", "content": c}] for c in examples["completion"]],
         }
     )
-    lora: dict[str, Any] = dict(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        task_type="CAUSAL_LM",
-    )
-    extra = check_extra("peft", LoraConfig, cfg.peft, own=lora)
-    targets = {"target_modules": "all-linear"} | extra
-    peft_config = LoraConfig(**lora, **targets) if cfg.lora else None
+    peft_config = lora_config(cfg)
     log = StepLog(steps, on_step)
     torch.manual_seed(cfg.seed)
     with scratch_dir(store, "sft") as folder:
