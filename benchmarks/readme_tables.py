@@ -93,6 +93,9 @@ def rendered() -> dict[str, str]:
 
 
 def fill(readme: str, tables: dict[str, str]) -> str:
+    for name in re.findall(r"<!-- generated: ([\w-]+) -->", readme):
+        if name not in tables:
+            raise SystemExit(f"README.md's {name} block has no result file in {RESULTS}")
     for name, text in tables.items():
         pattern = re.compile(
             rf"(<!-- generated: {name} -->\n).*?(<!-- end: {name} -->)", flags=re.DOTALL

@@ -17,7 +17,10 @@ from stages.core.errors import UserError
 from stages.core.manifest import MANIFEST
 from stages.core.store import ArtifactStore
 
-artifacts_app = typer.Typer(help="Inspect the artifact store.", no_args_is_help=True)
+artifacts_app = typer.Typer(
+    help="Inspect and tidy the artifact store: list, show, path, verify, rm, gc.",
+    no_args_is_help=True,
+)
 
 
 def _size(n: int) -> str:

@@ -11,11 +11,18 @@ import typer
 from rerec_cli.app import app, state
 from rerec_cli.output import out
 from stages.core.errors import UserError
+from stages.sft.config import SFTConfig as SFT  # the prompt options: defaults and help
+
+
+def _about(field: str) -> str:
+    return str(SFT.model_fields[field].description).replace("[", "\\[")
 
 
 @app.command("export")
 def export_command(
-    artifact: Annotated[str, typer.Argument(help="a policy or queries artifact (NAME[@VERSION])")],
+    artifact: Annotated[
+        str, typer.Argument(help="a policy or queries artifact (NAME\\[@VERSION])")
+    ],
     folder: Annotated[Path, typer.Argument(help="folder to write (new or empty)")],
     merged: Annotated[
         bool,
@@ -41,23 +48,22 @@ def export_command(
     ] = None,
     candidate_facts: Annotated[
         str,
-        typer.Option(metavar="none|compact|full", help="queries: candidate facts in the prompt."),
-    ] = "none",
+        typer.Option(metavar="none|compact|full", help="queries: " + _about("candidate_facts")),
+    ] = SFT.model_fields["candidate_facts"].default,
     named_facts: Annotated[
         bool,
-        typer.Option(
-            "--named-facts/--no-named-facts", help="queries: facts of the items a request names."
-        ),
-    ] = False,
+        typer.Option("--named-facts/--no-named-facts", help="queries: " + _about("named_facts")),
+    ] = SFT.model_fields["named_facts"].default,
     history: Annotated[
-        int, typer.Option(metavar="N", help="queries: liked items shown (interest requests).")
-    ] = 0,
+        int, typer.Option(metavar="N", help="queries: " + _about("history"))
+    ] = SFT.model_fields["history"].default,
+    k: Annotated[int, typer.Option("--k", "-k", help="queries: " + _about("k"))] = 1,
 ) -> None:
     """Export a policy as a Hugging Face model folder (the LoRA adapter, or with --merged full
     weights; tokenizer, chat template, a model card with base model, data, training options,
     rewards and every eval with 95% intervals; rerec.json), or a queries artifact as one Parquet
-    file per split in TRL's conversational format (`prompt` messages rendered as rerec renders
-    them, `completion`, candidates and ground truths)."""
+    file per split in TRL's conversational format (`prompt` messages from rerec's prompt
+    renderer, by default with sft's prompt options; `completion`; candidates, ground truths)."""
     store = state.store
     kind = store.resolve(artifact, check_schema=False, verify=False).manifest.kind
     if kind == "queries":
@@ -73,6 +79,7 @@ def export_command(
             candidate_facts=candidate_facts,
             named_facts=named_facts,
             history=history,
+            k=k,
         )
         written = ", ".join(f"{s}.parquet ({n:,} rows)" for s, n in counts.items())
         out.print(f"written: {folder}: {written}")
@@ -82,7 +89,7 @@ def export_command(
     from stages.export.policy import export_policy
     from stages.export.policy import push_to_hub as push
 
-    written_to = export_policy(store, artifact, folder, merged=merged)
-    out.print(f"written: {written_to} ({'full weights' if merged else 'adapter'} + model card)")
+    written_to, full = export_policy(store, artifact, folder, merged=merged)
+    out.print(f"written: {written_to} ({'full weights' if full else 'adapter'} + model card)")
     if push_to_hub:
         out.print(f"pushed: {push(written_to, push_to_hub, private=private)}")

@@ -34,7 +34,7 @@ def make_queries_command(
         str | None,
         typer.Option(
             "--check",
-            help="Only re-check an existing queries artifact (NAME[@VERSION]) against "
+            help="Only re-check an existing queries artifact (NAME\\[@VERSION]) against "
             "its graph, and exit non-zero if any guarantee fails.",
         ),
     ] = None,

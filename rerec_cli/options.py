@@ -76,8 +76,9 @@ def field_parameter(
             "command and give a parser"
         )
     decls = tuple(flags) if flags else flag_names(name)
-    if kind is bool and not flags:
-        decls = (f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}",)
+    if kind is bool and not any("/" in d for d in decls):  # a YAML true can be turned off
+        long = next(d for d in decls if d.startswith("--"))
+        decls = (f"{long}/--no-{long.removeprefix('--')}", *(d for d in decls if d != long))
     option = typer.Option(*decls, help=field_help(cls, name), metavar=metavar, show_default=False)
     return inspect.Parameter(
         name,
@@ -140,12 +141,20 @@ def config_options(
 
 # `--trl KEY=VALUE` / `--peft KEY=VALUE` (repeatable): the sft and train configs' pass-through
 # mappings (see stages.core.extra_args)
-PassThrough = Annotated[
+TrlOption = Annotated[
     list[str] | None,
     typer.Option(
         metavar="KEY=VALUE",
-        help="a field of TRL's config (--trl) or PEFT's LoraConfig (--peft) that rerec does "
-        "not set, repeatable: --trl lr_scheduler_type=cosine [config: trl / peft]",
+        help="a field of TRL's trainer config that rerec does not set from its own options, "
+        "repeatable: --trl lr_scheduler_type=cosine [config: trl]",
+    ),
+]
+PeftOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="KEY=VALUE",
+        help="a field of PEFT's LoraConfig that rerec does not set, repeatable: "
+        "--peft use_rslora=true [config: peft]",
     ),
 ]
 PASS_THROUGH: dict[str, Callable[[Any], Any]] = {

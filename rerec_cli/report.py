@@ -15,7 +15,7 @@ from rerec_cli.output import JSON_HELP, err, out, print_json
 
 @app.command("report")
 def report_command(
-    runs: Annotated[list[str], typer.Argument(help="eval artifacts (NAME[@VERSION]) to compare")],
+    runs: Annotated[list[str], typer.Argument(help="eval artifacts (NAME\\[@VERSION]) to compare")],
     out_dir: Annotated[
         Path | None,
         typer.Option(

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
-from rerec_cli.options import PASS_THROUGH, PassThrough, config_options
+from rerec_cli.options import PASS_THROUGH, PeftOption, TrlOption, config_options
 from rerec_cli.output import out
 from rerec_cli.progress import StepProgress, evenly_spaced, print_prompt_tokens
 from stages.sft.config import SFTConfig
@@ -28,8 +28,8 @@ from stages.sft.config import SFTConfig
 )
 def sft_command(
     cfg: SFTConfig,
-    trl: PassThrough = None,
-    peft: PassThrough = None,
+    trl: TrlOption = None,
+    peft: PeftOption = None,
     force: Annotated[bool, typer.Option("--force", help="Retrain even if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from rerec_cli.app import app, command_line, state
-from rerec_cli.options import PASS_THROUGH, PassThrough, config_options
+from rerec_cli.options import PASS_THROUGH, PeftOption, TrlOption, config_options
 from rerec_cli.output import out
 from rerec_cli.progress import StepProgress, evenly_spaced, print_prompt_tokens
 from stages.rl.config import TrainConfig
@@ -30,8 +30,8 @@ from stages.rl.config import TrainConfig
 )
 def train_command(
     cfg: TrainConfig,
-    trl: PassThrough = None,
-    peft: PassThrough = None,
+    trl: TrlOption = None,
+    peft: PeftOption = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
     ] = False,

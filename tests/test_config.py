@@ -108,7 +108,7 @@ def test_trl_and_peft_pass_through_reach_the_configs(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("trl", "message"),
     [
-        ({"learning_rate": 1.0}, r"--trl learning_rate: set it with --lr"),
+        ({"learning_rate": 1.0}, r"--trl learning_rate: rerec sets it from --lr"),
         (
             {"lr_schedular_type": "cosine"},
             r"not a field of GRPOConfig \(did you mean lr_scheduler_type\?\)",

@@ -16,7 +16,7 @@ def test_each_split_is_written_with_the_prompts_rerec_renders(
     copy_of, monkeypatch, tmp_path
 ) -> None:
     out = tmp_path / "data"
-    r = cli(copy_of, monkeypatch, "export", "queries", str(out), "--candidate-facts", "compact")
+    r = cli(copy_of, monkeypatch, "export", "queries", str(out))  # sft's prompt options
     assert r.exit_code == 0, r.output
     queries = copy_of.resolve("queries").read("queries")
     for split in ("train", "valid", "test"):
@@ -27,7 +27,9 @@ def test_each_split_is_written_with_the_prompts_rerec_renders(
             want.iter_rows(named=True), got["prompt"], got["completion"], got["positive_titles"],
             strict=True,
         ):  # fmt: skip
-            assert prompt.to_list() == render_messages(row, candidate_facts="compact")
+            assert prompt.to_list() == render_messages(
+                row, candidate_facts="compact", named_facts=True
+            )
             answer = parse_boxed(completion[0]["content"])
             assert completion[0]["role"] == "assistant" and answer == [positives[0]]
             ids, titles = row["candidate_item_ids"], row["candidate_titles"]

@@ -34,7 +34,7 @@ def test_status_names_stale_artifacts_and_their_rebuild_command(store, history, 
     found = stale(store)
     assert [s.ref for s in found] == [f"toy2@{history['b1']}"]
     assert found[0].inputs == [f"toy@{history['a1']} (latest: toy@{history['a2']})"]
-    assert found[0].command == "rerec toy2"
+    assert found[0].command == f"rerec -w {store.root} toy2"
     r = rerec("status", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)[0]["artifact"] == f"toy2@{history['b1']}"
     assert "rebuild, in this order:" in rerec("status").stdout

@@ -259,9 +259,8 @@ def test_same_seed_same_embeddings(tmp_path: Path) -> None:
     # --device auto is recorded resolved: here, the same version as an explicit cpu run
     first = store.resolve("cf")
     assert first.manifest.config["device"] == pick_device("auto")
-    if pick_device("auto") == "cpu":
-        again = pretrain_cf(store, PretrainCFConfig(epochs=3, device="cpu", **SMALL))
-        assert again.skipped and again.artifact.version == first.version
+    again = pretrain_cf(store, PretrainCFConfig(epochs=3, device=pick_device("auto"), **SMALL))
+    assert again.skipped and again.artifact.version == first.version
     other = pretrain_cf(store, PretrainCFConfig(epochs=3, seed=5, **SMALL)).artifact
     assert not np.array_equal(
         np.stack(other.read("item_embeddings")["embedding"].to_numpy()), runs[0]
@@ -325,3 +324,31 @@ def test_symmetric_conv_matches_pyg_lightgcn_values_and_gradients() -> None:
     (a**2).sum().backward()
     (b**2).sum().backward()
     torch.testing.assert_close(ours.gcn.embedding.weight.grad, stock.embedding.weight.grad)
+
+
+@pytest.mark.parametrize("k", [1, 5, 10])
+def test_ranking_metrics_agree_with_pyg_link_prediction_metrics(k: int) -> None:
+    """Our full-ranking metrics against torch-geometric's LinkPred* implementations on random
+    scores and relevant sets (every user has at least one relevant item)."""
+    from torch_geometric import metrics as pyg
+
+    from stages.cf.ranking_metrics import metrics_from_hits, topk_hits
+
+    gen = torch.Generator().manual_seed(k)
+    n_users, n_items = 40, 60
+    scores = torch.rand(n_users, n_items, generator=gen, dtype=torch.float64)
+    relevant = torch.rand(n_users, n_items, generator=gen) < 0.08
+    relevant[torch.arange(n_users), torch.randint(n_items, (n_users,), generator=gen)] = True
+    ours = metrics_from_hits(topk_hits(scores, relevant, k), relevant.sum(1), (k,))
+    top = torch.topk(scores, k, dim=1, sorted=True).indices
+    users, items = relevant.nonzero(as_tuple=True)
+    theirs = {
+        "recall": pyg.LinkPredRecall(k),
+        "precision": pyg.LinkPredPrecision(k),
+        "ndcg": pyg.LinkPredNDCG(k),
+        "mrr": pyg.LinkPredMRR(k),
+        "hit": pyg.LinkPredHitRatio(k),
+    }
+    for name, metric in theirs.items():
+        metric.update(top, (users, items))
+        assert float(metric.compute()) == pytest.approx(float(ours[f"{name}@{k}"].mean()), abs=1e-6)

@@ -1,5 +1,5 @@
 """CPU speed options: bf16 precision, generation that stops at the box, no reference pass at
-beta 0. Tiny models only (tests/tiny_llm.py, tests/train_fixtures.py)."""
+beta 0. Tiny models only (tests/fixtures/tiny_llm.py, tests/fixtures/workdirs.py)."""
 
 from __future__ import annotations
 

@@ -408,8 +408,9 @@ def test_export_adapter_and_merged_folders_load_and_agree(toy, tmp_path) -> None
     store, model = toy
     policy = train(store, model, output="policy-export").artifact
     evaluate(store, EvalConfig(policy="policy-export", max_new_tokens=8, bootstrap=50))
-    adapter = export_policy(store, "policy-export", tmp_path / "adapter")
-    merged = export_policy(store, "policy-export", tmp_path / "merged", merged=True)
+    adapter, full = export_policy(store, "policy-export", tmp_path / "adapter")
+    merged, _ = export_policy(store, "policy-export", tmp_path / "merged", merged=True)
+    assert full is False
     assert (adapter / "adapter_model.safetensors").is_file()
     assert not (adapter / "model.safetensors").exists() and (merged / "model.safetensors").is_file()
     tok = AutoTokenizer.from_pretrained(merged)

@@ -49,10 +49,29 @@ OWN_OPTION = {
     "learning_rate": "--lr",
     "max_steps": "--steps",
     "per_device_train_batch_size": "--micro-batch",
+    "gradient_accumulation_steps": "--batch-size / --micro-batch",
+    "steps_per_generation": "--prompts-per-step / --micro-batch",
     "r": "--lora-r",
+    "lora_alpha": "--lora-alpha",
+    "lora_dropout": "--lora-dropout",
     "seed": "--seed",
+    "data_seed": "--seed",
     "bf16": "--precision",
     "use_cpu": "--device",
+    "beta": "--beta",
+    "epsilon": "--epsilon",
+    "temperature": "--temperature",
+    "num_generations": "--num-generations",
+    "max_completion_length": "--max-completion-length",
+    "max_length": "--max-length",
+    "warmup_steps": "--warmup-ratio",
+    "save_steps": "--save-steps",
+    "use_vllm": "--use-vllm",
+    "vllm_mode": "--vllm-mode",
+    "report_to": "--report-to",
+    "reward_weights": "--w-format, --w-qas, --w-pas",
+    "output_dir": "the run folder (workdir/.runs/)",
+    "run_name": "the artifact's name and version",
 }
 
 
@@ -67,7 +86,7 @@ def check_extra(flag: str, cls: type, values: Mapping[str, Any], own: Mapping[st
             raise UserError(f"--{flag} {key}: not a field of {cls.__name__}{hint}")
         if key in own:
             option = OWN_OPTION.get(key)
-            where = f"set it with {option}" if option else "rerec sets it from its own options"
+            where = f"rerec sets it from {option}" if option else "rerec sets it itself"
             raise UserError(f"--{flag} {key}: {where}")
     return dict(values)
 

@@ -14,6 +14,7 @@ lock, so a reader never sees half a folder.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,21 +39,34 @@ def _readable(store: ArtifactStore, name: str, version: str):
 
 
 def stale(store: ArtifactStore) -> list[Stale]:
-    """Latest versions built from inputs that are no longer their names' latest, inputs
-    before what reads them (rebuild in this order)."""
+    """Latest versions built from inputs that are no longer their names' latest, or from an
+    input that is itself stale (it will be rebuilt), inputs before what reads them: rebuild in
+    this order. Each command runs against this store (``-w``)."""
     found: list[Stale] = []
+    stale_names: set[str] = set()
     for name in _in_build_order(store):
         version = store.latest_version(name)
         art = _readable(store, name, version) if version else None
         if art is None:
             continue
-        outdated = [
-            f"{ref.name}@{ref.version} (latest: {ref.name}@{store.latest_version(ref.name)})"
-            for ref in art.manifest.inputs
-            if store.latest_version(ref.name) not in (None, ref.version)
-        ]
+        outdated = []
+        for ref in art.manifest.inputs:
+            latest = store.latest_version(ref.name)
+            if latest not in (None, ref.version):
+                outdated.append(f"{ref.name}@{ref.version} (latest: {ref.name}@{latest})")
+            elif ref.name in stale_names:
+                outdated.append(f"{ref.name}@{ref.version} (to be rebuilt)")
         if outdated:
+            stale_names.add(name)
             command = art.manifest.command.replace(" --force", "")
+            if (
+                command.startswith("rerec ")
+                and " -w " not in command
+                and "--workdir" not in command
+            ):
+                command = f"rerec -w {shlex.quote(str(store.root))} " + command.removeprefix(
+                    "rerec "
+                )
             found.append(Stale(art.ref, outdated, command))
     return found
 
@@ -140,7 +154,9 @@ def remove(store: ArtifactStore, name: str, version: str | None = None) -> list[
             )
         versions = [version]
     for v in versions:
-        users = [d for d in dependants(store, name, v) if not d.startswith(f"{name}@")]
+        users = dependants(store, name, v)
+        if len(versions) > 1:  # removing every version: their links to each other do not count
+            users = [d for d in users if not d.startswith(f"{name}@")]
         if users:
             more = f" (and {len(users) - 1} more)" if len(users) > 1 else ""
             raise UserError(f"{name}@{v} is an input of {users[0]}{more}; remove that first")
@@ -162,11 +178,15 @@ def collect(store: ArtifactStore, *, dry_run: bool = False) -> list[tuple[str, s
     found = garbage(store)
     if dry_run:
         return found
-    for name, version, _ in found:
+    removed = []
+    for name, version, size in found:
         with store.lock(name):
+            if version == store.latest_version(name):  # made latest again meanwhile
+                continue
             _delete(store.root / name / version)
             (store.root / ".verified" / name / f"{version}.json").unlink(missing_ok=True)
-    return found
+            removed.append((name, version, size))
+    return removed
 
 
 def _delete(folder: Path) -> int:

@@ -37,53 +37,67 @@ def check_destination(out: Path) -> None:
 
 
 def evaluations(store: ArtifactStore, policy: Artifact) -> list[tuple[Artifact, dict[str, Any]]]:
-    """The latest eval artifacts of this exact policy version, with their eval.json."""
+    """Every eval artifact version of this exact policy version (an unreadable one is left
+    out: the card says what could be read), with its eval.json."""
     found = []
     for name in store.names(kind="eval"):
-        art = store.resolve(name)
-        about = json.loads(art.file("eval.json").read_text())
-        if about.get("policy") == policy.ref:
-            found.append((art, about))
+        for version in store.version_ids(name):
+            try:
+                art = store.resolve(f"{name}@{version}")
+                about = json.loads(art.file("eval.json").read_text())
+            except UserError:
+                continue
+            if about.get("policy") == policy.ref:
+                found.append((art, about))
     return found
 
 
-def base_model_id(store: ArtifactStore, info: dict[str, Any]) -> tuple[str, str]:
-    """(the base model's Hub id or path, how this copy of it was obtained)."""
+def root_model(store: ArtifactStore, info: dict[str, Any]) -> tuple[Artifact | None, str]:
+    """The model at the root of a policy's chain of bases (RL from an sft policy: the sft's
+    own base), as (its artifact or None, its ref or path)."""
     base = str(info["base_model"])
-    if not info.get("base_model_is_artifact"):
-        return base, f"`{base}`"
-    art = store.resolve(base, check_schema=False, verify=False)
+    while info.get("base_model_is_artifact"):
+        art = store.resolve(base, check_schema=False, verify=False)
+        if art.manifest.kind != "policy":
+            return art, base
+        info = json.loads(art.file("policy.json").read_text())
+        base = str(info["base_model"])
+    return None, base
+
+
+def base_model_id(store: ArtifactStore, info: dict[str, Any]) -> tuple[str, str, str | None]:
+    """(the root base model's Hub id, or its path where no Hub id is known; how this copy of
+    it was obtained; its license, None where unknown)."""
+    art, base = root_model(store, info)
+    if art is None:  # a folder or Hub id given with --model
+        hub = base
+        config = Path(base).expanduser() / "config.json"
+        if config.is_file():
+            hub = str(json.loads(config.read_text()).get("_name_or_path") or base)
+        return hub, f"`{base}`", None
     cfg = art.manifest.config
-    hub = KNOWN_BASES.get(art.name, art.name)
     how = f"`{art.ref}`"
     if cfg.get("package"):
         how += f", from the PyPI wheel {cfg['package']} {cfg.get('version', '')}".rstrip()
     if cfg.get("convert"):
         how += f" ({cfg['convert']})"
-    return hub, how
+    license_ = cfg.get("license")
+    return KNOWN_BASES.get(art.name, art.name), how, str(license_).lower() if license_ else None
 
 
 def model_card(
     store: ArtifactStore, policy: Artifact, info: dict[str, Any], *, merged: bool
 ) -> str:
-    hub, how = base_model_id(store, info)
+    hub, how, license_ = base_model_id(store, info)
     m = policy.manifest
     cfg = m.config
     lineage = {ref.name: ref for _, ref, _ in store.lineage(policy)}
-    license_ = "apache-2.0"
-    base_art = lineage.get(str(info["base_model"]).partition("@")[0])
-    if base_art is not None:
-        try:
-            lic = store.resolve(f"{base_art.name}@{base_art.version}", check_schema=False)
-            license_ = str(lic.manifest.config.get("license", license_)).lower()
-        except UserError:
-            pass
     library = "transformers" if merged or not info.get("adapter") else "peft"
     lines = [
         "---",
         f"base_model: {hub}",
         f"library_name: {library}",
-        f"license: {license_}",
+        f"license: {license_ or 'other'}",  # the base model's; unknown for a folder
         "pipeline_tag: text-generation",
         "tags: [rerec, recommendation, grpo, reinforcement-learning, trl]",
         "---",
@@ -184,10 +198,11 @@ def model_card(
         f"    {{'role': 'system', 'content': {SYSTEM_PROMPT!r}}},",
         "    {'role': 'user', 'content': 'I want a comedy from the 1990s. Candidates:\\n1. ...'},",
         "]",
-        "ids = tokenizer.apply_chat_template(",
-        "    messages, add_generation_prompt=True, return_tensors='pt'",
+        "inputs = tokenizer.apply_chat_template(",
+        "    messages, add_generation_prompt=True, return_tensors='pt', return_dict=True",
         ")",
-        "print(tokenizer.decode(model.generate(ids, max_new_tokens=256)[0][ids.shape[1]:]))",
+        "out = model.generate(**inputs, max_new_tokens=256)",
+        "print(tokenizer.decode(out[0][inputs['input_ids'].shape[1]:], skip_special_tokens=True))",
         "```",
         "",
         f"Written by `rerec export` from `{policy.ref}` (rerec {m.code_version}; "
@@ -197,10 +212,17 @@ def model_card(
     return "\n".join(lines)
 
 
-def export_policy(store: ArtifactStore, ref: str, out: Path, *, merged: bool = False) -> Path:
-    """Write the folder (see the module docstring); its path."""
+def export_policy(
+    store: ArtifactStore, ref: str, out: Path, *, merged: bool = False
+) -> tuple[Path, bool]:
+    """Write the folder (see the module docstring); its path, and whether it holds full weights
+    (asked for; an sft policy, which has no adapter; or RL from an sft policy, whose adapter
+    only means something on the sft's weights, which are no published model)."""
     policy = store.resolve(ref, kind="policy")
     info = json.loads(policy.file("policy.json").read_text())
+    if info.get("base_model_is_artifact") and info.get("adapter"):
+        base = store.resolve(str(info["base_model"]), check_schema=False, verify=False)
+        merged = merged or base.manifest.kind == "policy"
     out = out.expanduser().absolute()
     check_destination(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -241,7 +263,7 @@ def export_policy(store: ArtifactStore, ref: str, out: Path, *, merged: bool = F
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
+    return out, merged
 
 
 def push_to_hub(folder: Path, repo: str, *, private: bool = False) -> str:

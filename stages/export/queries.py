@@ -1,7 +1,7 @@
 """A query split as a dataset any trainer reads as it is: one Parquet file per split, with the
-chat `prompt` (system and user messages, rendered exactly as `rerec sft`, `train` and `eval`
-render them) and the columns a reward function needs, in the conversational prompt format of
-TRL's GRPOTrainer and SFTTrainer (`prompt` + `completion`):
+chat `prompt` (system and user messages, by the renderer `rerec sft`, `train` and `eval` use,
+with the prompt options given) and the columns a reward function needs, in the conversational
+prompt format of TRL's GRPOTrainer and SFTTrainer (`prompt` + `completion`):
 
     query_id, family, split, prompt (messages), completion (the answer as a message:
     `\\boxed{Title (Year)}` of the first ground truth), candidate_item_ids, candidate_titles,
@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from schemas.queries import SPLITS
+from stages.core.errors import UserError
 from stages.core.store import ArtifactStore
 from stages.export.policy import check_destination
 from stages.llm.prompts import render_messages
@@ -48,6 +49,9 @@ def export_queries(
     options: dict[str, Any] = dict(
         k=k, candidate_facts=candidate_facts, named_facts=named_facts, history=history
     )
+    unknown = [s for s in splits or [] if s not in SPLITS]
+    if unknown:
+        raise UserError(f"--split {unknown[0]}: not a split ({', '.join(SPLITS)})")
     table = queries.read("queries")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -97,6 +97,10 @@ def run_dir(store: ArtifactStore, name: str, vid: str) -> Path:
 
 
 def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint of a run. Not `transformers.trainer_utils.
+    get_last_checkpoint`: that returns the highest-numbered `checkpoint-N` folder even when a
+    kill during saving left it without rerec's state file; this one skips such a folder and
+    resumes from the one before."""
     found = [
         (int(p.name.rsplit("-", 1)[1]), p)
         for p in folder.glob("checkpoint-*")

@@ -30,7 +30,9 @@ class SFTConfig(StageConfig):
         description="which half of the train split to learn from: sft (every other query of "
         "each family; RL from the result takes the rest), rl, or all",
     )
-    families: list[str] | None = Field(default=None, description="only these query families")
+    families: list[Literal["simple", "medium", "hard", "interest"]] | None = Field(
+        default=None, description="only these query families (default: all)"
+    )
     limit: int | None = Field(
         default=None, ge=1, description="at most this many queries (a seeded sample)"
     )

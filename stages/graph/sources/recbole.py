@@ -125,8 +125,9 @@ def _fields(path: Path, raw: Dialect) -> dict[str, str]:
 def read_recbole_atomic(folder: Path, domain: str) -> SourceTables:
     """Any RecBole atomic dataset folder: `NAME.inter` (user_id, item_id, optional rating and
     timestamp), `NAME.item` (a title field, an optional year field, and every other token or
-    token_seq field as attributes: a token_seq splits on spaces, a genre list becomes
-    `genre` values), optional `NAME.user` (age, gender, occupation, location)."""
+    token_seq field as attributes: a genre list (class, genre, genres, categories) splits on
+    spaces into `genre` values; any other field is one value, "Woody Allen" stays whole),
+    optional `NAME.user` (age, gender, occupation, location)."""
     inters = sorted(folder.glob("*.inter")) if folder.is_dir() else []
     if len(inters) != 1:
         found = ", ".join(p.name for p in inters) or "none"
@@ -171,13 +172,19 @@ def read_recbole_atomic(folder: Path, domain: str) -> SourceTables:
     )
     check_unique(items, "item_key", item_p, "item_id:token")
     title, title_year = split_title_year(pl.col(title_field))
-    year = pl.col(year_field).cast(pl.Int32, strict=False) if year_field else pl.lit(None)
+    year = (  # "1995" or "1995.0" (a float field)
+        pl.col(year_field).cast(pl.Float64, strict=False).cast(pl.Int32, strict=False)
+        if year_field
+        else pl.lit(None)
+    )
     items = items.with_columns(title=title, year=year.cast(pl.Int32).fill_null(title_year))
     attrs = [
         items.select(
             "item_key",
             relation=pl.lit(RELATION_NAMES.get(f, f)),
-            value=pl.col(f).str.split(" ") if item_fields[f] == "token_seq" else pl.concat_list(f),
+            value=pl.col(f).str.split(" ")
+            if item_fields[f] == "token_seq" and RELATION_NAMES.get(f) == "genre"
+            else pl.concat_list(f),
         )
         .explode("value")
         .with_columns(pl.col("value").str.strip_chars())
