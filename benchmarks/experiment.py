@@ -45,10 +45,20 @@ def flags(options: dict[str, Any]) -> list[str]:
 
 
 def rerec(workdir: Path, *args: str) -> None:
+    """Run one step. An RL run goes on from its last checkpoint when a killed experiment left
+    one (`train --resume`), else starts (`--resume` refuses a run with nothing to resume)."""
     command = [sys.executable, "-m", "rerec_cli", "--workdir", str(workdir), *args]
     print("+ rerec " + " ".join(args), flush=True)
     started = time.perf_counter()
-    subprocess.run(command, check=True)
+    if args[0] == "train":
+        tried = subprocess.run([*command, "--resume"], stderr=subprocess.PIPE, text=True)
+        sys.stderr.write(tried.stderr)
+        if tried.returncode != 0:
+            if "nothing to resume" not in tried.stderr:
+                raise subprocess.CalledProcessError(tried.returncode, command)
+            subprocess.run(command, check=True)
+    else:
+        subprocess.run(command, check=True)
     print(f"  ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
