@@ -126,16 +126,18 @@ def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         rows = {(r["family"], r["metric"]): r for r in metrics.iter_rows(named=True)}
         acc = rows[("all", "accuracy")]
         fmt = rows.get(("all", "valid_format"))
-        by_family = {
-            f"M-{fam.capitalize()}": round(rows[(fam, "accuracy")]["value"], 4)
-            for fam in ("simple", "medium", "hard", "interest")
-            if (fam, "accuracy") in rows
-        }
+        fams = [f for f in ("simple", "medium", "hard", "interest") if (f, "accuracy") in rows]
+        label = {f: f"M-{f.capitalize()}" for f in fams}
         return {
             "accuracy": round(acc["value"], 4),
             "accuracy_ci": [round(acc["ci_low"], 4), round(acc["ci_high"], 4)],
             "valid_format": round(fmt["value"], 4) if fmt else None,
-            "by_family": by_family,
+            "by_family": {label[f]: round(rows[(f, "accuracy")]["value"], 4) for f in fams},
+            "by_family_ci": {
+                label[f]: [round(rows[(f, "accuracy")][c], 4) for c in ("ci_low", "ci_high")]
+                for f in fams
+            },
+            "by_family_n": {label[f]: rows[(f, "accuracy")]["n"] for f in fams},
             "n": acc["n"],
         }
 
@@ -149,9 +151,9 @@ def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         "seeds": cfg.get("seeds", [0]),
         "runs": {k: v for k, v in runs.items() if v is not None},
         # what chose the sft recipe: its valid-split figures (the test split is never looked at)
-        "sft_valid": {k: v for k, v in (sft_valid or {}).items() if k != "by_family"},
+        "sft_valid": {k: v for k, v in (sft_valid or {}).items() if not k.startswith("by_")},
         "baselines": {
-            b: {k: v for k, v in (summary(f"eval-{b}") or {}).items() if k != "by_family"}
+            b: {k: v for k, v in (summary(f"eval-{b}") or {}).items() if k != "valid_format"}
             for b in cfg.get("baselines", [])
             if store.exists(f"eval-{b}")
         },
@@ -250,8 +252,12 @@ def plot_families(res: dict[str, Any], path: Path) -> None:
         *res["runs"].items(),
         *((f"{b} (baseline)", v) for b, v in res["baselines"].items()),
     ]:
-        cells = {f: {"value": v, "ci_low": None, "ci_high": None, "n": None}
-                 for f, v in r.get("by_family", {}).items()}  # fmt: skip
+        ci, n = r.get("by_family_ci", {}), r.get("by_family_n", {})
+        cells = {
+            f: {"value": v, "ci_low": ci.get(f, [None])[0], "ci_high": ci.get(f, [None, None])[1],
+                "n": n.get(f)}
+            for f, v in r.get("by_family", {}).items()
+        }  # fmt: skip
         lo, hi = r["accuracy_ci"]
         cells["M-All"] = {"value": r["accuracy"], "ci_low": lo, "ci_high": hi, "n": r.get("n")}
         rows.append({"run": name, "cells": cells})

@@ -66,10 +66,11 @@ def experiment_table(res: dict[str, Any]) -> str:
         )
     for name, r in res["baselines"].items():
         lo, hi = r["accuracy_ci"]
-        empty = " | ".join("" for _ in FAMILIES)
-        lines.append(
-            f"| {name} (baseline) | {empty} | {r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}] | |"
+        fams = " | ".join(
+            f"{r['by_family'][f]:.3f}" if f in r.get("by_family", {}) else "" for f in FAMILIES
         )
+        acc = f"{r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"
+        lines.append(f"| {name} (baseline) | {fams} | {acc} | |")
     paired = [
         f"- {run} − {against}: {d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
         f"(paired bootstrap, n={d['n']})"

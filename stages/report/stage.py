@@ -205,7 +205,7 @@ def plot_accuracy(t: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(cols)), [f"{c}\n(n={n_of.get(c)})" for c in cols])
     ax.set_ylabel(t["metric"])
     ax.set_ylim(0, top)
-    ax.legend(fontsize="small", ncols=min(4, max(1, len(rows))))
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))  # off the bars
     ax.set_title(
         f"{t['metric']} by domain and family (bars: mean; whiskers: 95% bootstrap interval)"
     )
