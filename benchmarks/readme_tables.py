@@ -36,7 +36,7 @@ def demo_table(report: dict[str, Any]) -> str:
     acc, fmt = by_metric["accuracy"], by_metric.get("valid_format")
     cols = [c for c in acc["columns"] if c in FAMILIES or c == "M-All"]
     fmt_rows = {r["run"]: r["cells"] for r in fmt["rows"]} if fmt else {}
-    baselines = {r["run"] for r in report["runs"] if r.get("baseline")}
+    baselines = {r["label"] for r in report["runs"] if r.get("source") == "baseline"}
     n = next((c["n"] for r in acc["rows"] for k, c in r["cells"].items() if k == "M-All"), None)
     lines = [
         f"| run | valid format | {' | '.join(cols)} |",
@@ -46,7 +46,11 @@ def demo_table(report: dict[str, Any]) -> str:
         valid = "" if row["run"] in baselines else _cell(fmt_rows.get(row["run"], {}).get("M-All"))
         cells = " | ".join(_cell(row["cells"].get(c)) for c in cols)
         lines.append(f"| {row['run']} | {valid} | {cells} |")
-    lines.append(f"\nhit@1 among the candidates, {n} test queries (`workdir/report/report.json`).")
+    lines.append(
+        f"\nhit@1 among 20 candidates on {n} test queries; valid format: the share of answers "
+        "with a box (`workdir/report/report.json`, copied to "
+        "`benchmarks/results/demo-report.json`)."
+    )
     return "\n".join(lines)
 
 
