@@ -153,7 +153,12 @@ def show_artifact(
         ("artifact", art.ref),
         ("path", str(art.path)),
         ("kind", m.kind),
-        ("schema", f"v{m.schema_version} (this rerec reads v{art.schema.version})"),
+        (
+            "schema",
+            f"v{m.schema_version} (this rerec reads "
+            + ", ".join(f"v{v}" for v in (art.schema.version, *art.schema.reads))
+            + ")",
+        ),
         ("created", m.created_at),
         ("command", m.command),
         ("code", m.code_version),

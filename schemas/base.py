@@ -80,9 +80,15 @@ class ArtifactSchema:
     # the manifest with their sha256 but left out of the content hash, so that the same inputs
     # and config give the same content hash.
     derived_files: tuple[str, ...] = ()
+    # Older schema versions whose files this rerec still reads unchanged (a bump that only
+    # makes new builds' contents differ, so that they get new version ids).
+    reads: tuple[int, ...] = ()
     # Whether `NAME-anything` (e.g. `graph-books`) is an artifact of this schema too, so one
     # store can hold several graphs side by side.
     variants: bool = False
+
+    def can_read(self, version: int) -> bool:
+        return version == self.version or version in self.reads
 
     def table(self, name: str) -> TableSchema:
         try:

@@ -72,7 +72,11 @@ CURRICULUM = TableSchema(
 
 POLICY = ArtifactSchema(
     name="policy",
-    version=2,  # 2: rollouts keep each completion's text
+    # 2: rollouts keep each completion's text. 3: model/adapter_config.json lists its target
+    # modules sorted (PEFT writes them in set order, which changed between identical runs);
+    # version 2 artifacts read the same
+    version=3,
+    reads=(2,),
     kind="policy",
     description="LLM recommendation policy trained with GRPO / ReRec / REINFORCE++",
     produced_by="rerec train --force",

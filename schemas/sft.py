@@ -43,7 +43,10 @@ SFT = ArtifactSchema(
     name="sft",
     # 2: interest targets rule a candidate out only by a shared fact the answer has (the same
     # config and inputs now give other examples and weights, so they get another version id)
-    version=2,
+    # 3: the adapter folder is the same for the same run (base named relative to the workdir,
+    # target modules sorted); version 2 artifacts read the same, their adapter config differs
+    version=3,
+    reads=(2,),
     kind="policy",
     description="policy after a supervised cold start on graph-written answers",
     produced_by="rerec sft --force",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +24,6 @@ import polars as pl
 import pytest
 
 from stages.core.store import ArtifactStore
-from tests.fixtures.cli import invoke
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES = ("popular", "random", "lightgcn", "attribute")
@@ -93,10 +93,10 @@ def write_source(folder: Path) -> Path:
     return path
 
 
-def start_run(workdir: Path, config: Path, threads: int) -> subprocess.Popen:
-    env = {**os.environ, "POLARS_MAX_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+def start(workdir: Path, commands: list[list[str]], **env: str) -> subprocess.Popen:
+    """Run ``commands`` (each after ``--workdir workdir``) in one fresh process."""
+    env = {**os.environ, **env}
     env.pop("REREC_WORKDIR", None)
-    commands = [["build-graph", "--config", str(config)], *PIPELINE]
     commands = [["--workdir", str(workdir), *c] for c in commands]
     return subprocess.Popen(
         [sys.executable, "-c", DRIVER, json.dumps(commands)],
@@ -108,14 +108,19 @@ def start_run(workdir: Path, config: Path, threads: int) -> subprocess.Popen:
     )
 
 
+def finish(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> tuple[ArtifactStore, ArtifactStore]:
     root = tmp_path_factory.mktemp("determinism")
     config = write_source(root / "source")
-    procs = [start_run(root / f"w{t}", config, t) for t in (1, 4)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err[-3000:]
+    commands = [["build-graph", "--config", str(config)], *PIPELINE]
+    threads = {t: {"POLARS_MAX_THREADS": str(t), "OMP_NUM_THREADS": str(t)} for t in (1, 4)}
+    finish([start(root / f"w{t}", commands, **threads[t]) for t in (1, 4)])
     return ArtifactStore(root / "w1"), ArtifactStore(root / "w4")
 
 
@@ -163,45 +168,62 @@ def test_every_baseline_is_deterministic(runs) -> None:
         assert pa.height == 4 * 12 and pa["predicted_item_ids"].list.len().min() == 1
 
 
-def test_train_is_deterministic(runs, tmp_path) -> None:
-    """Two trainings of a tiny model in the two workdirs (same thread count): the same step
-    log (timings aside), rollouts and curriculum."""
+@pytest.fixture(scope="module")
+def trained(runs, tmp_path_factory) -> tuple[ArtifactStore, ArtifactStore]:
+    """A tiny model stored as the `smollm2-135m` artifact of both workdirs, then a cold start
+    and a LoRA training from it in each, one process per workdir with different hash seeds
+    (PEFT writes its target modules in set order, which follows the seed) and the same thread
+    count."""
     from tests.fixtures.tiny_llm import write_tiny_llm
 
     a, b = runs
     queries = a.resolve("queries").read("queries")
-    model = write_tiny_llm(tmp_path / "tiny-llm", queries["text"].to_list())
-    args = ["train", "--model", str(model), "--steps", "4", "--limit", "4"]
-    args += ["--prompts-per-step", "2", "-G", "3", "--max-completion-length", "12", "-q"]
-    with pytest.MonkeyPatch.context() as mp:
-        for store in (a, b):
-            result = invoke(store.root, mp, *args)
-            assert result.exit_code == 0, result.output
+    model = write_tiny_llm(tmp_path_factory.mktemp("tiny") / "llm", queries["text"].to_list())
+    for store in (a, b):
+        store.build(
+            "smollm2-135m",
+            config={"tiny": True},
+            build=lambda w: shutil.copytree(model, w.file("model"), dirs_exist_ok=True),
+        )
+    sft = ["sft", "--model", "smollm2-135m", "--steps", "3", "--batch-size", "2"]
+    sft += ["--micro-batch", "1", "--precision", "fp32", "-q"]
+    train = ["train", "--model", "smollm2-135m", "--steps", "4", "--limit", "4"]
+    train += ["--prompts-per-step", "2", "-G", "3", "--max-completion-length", "12", "-q"]
+    finish(
+        [
+            start(store.root, [sft, train], PYTHONHASHSEED=seed, OMP_NUM_THREADS="2")
+            for store, seed in ((a, "0"), (b, "1"))
+        ]
+    )
+    return a, b
+
+
+def test_train_is_deterministic(trained) -> None:
+    """The same step log (timings aside), rollouts, curriculum and content hash: the LoRA
+    adapter's folder included, though the workdirs differ."""
+    a, b = trained
     assert_same_artifact(a, b, "policy")
     policy = a.resolve("policy")
     assert policy.read("log")["epoch"].to_list() == [0, 0, 1, 1]
     assert policy.read("curriculum").height == 4  # epoch 1 ordered from epoch 0's rollouts
+    config = json.loads(policy.file("model/adapter_config.json").read_text())
+    assert config["target_modules"] == sorted(config["target_modules"])
 
 
-def test_sft_is_deterministic(runs, tmp_path) -> None:
-    """Two cold starts of a tiny model in the two workdirs: the same targets, losses (timings
-    aside), weights and version id."""
+def test_sft_is_deterministic(trained) -> None:
+    """The same targets, losses (timings aside), weights, version id and content hash (the
+    adapter folder names the base relative to the workdir)."""
     from safetensors.torch import load_file
 
-    from tests.fixtures.tiny_llm import write_tiny_llm
-
-    a, b = runs
-    queries = a.resolve("queries").read("queries")
-    model = write_tiny_llm(tmp_path / "tiny-llm", queries["text"].to_list())
-    args = ["sft", "--model", str(model), "--steps", "3", "--batch-size", "2"]
-    args += ["--micro-batch", "1", "--precision", "fp32", "-q"]
-    with pytest.MonkeyPatch.context() as mp:
-        for store in (a, b):
-            result = invoke(store.root, mp, *args)
-            assert result.exit_code == 0, result.output
+    a, b = trained
     assert_same_artifact(a, b, "sft")
     wa, wb = (load_file(s.resolve("sft").file("model/model.safetensors")) for s in (a, b))
     assert wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa)
+    sft = a.resolve("sft")
+    config = json.loads(sft.file("adapter/adapter_config.json").read_text())
+    base = a.resolve("smollm2-135m")
+    assert config["base_model_name_or_path"] == f"../../../smollm2-135m/{base.version}/model"
+    assert str(a.root) not in sft.file("adapter/README.md").read_text()
 
 
 def test_make_queries_asks_for_at_least_one_query(rerec) -> None:

@@ -131,6 +131,18 @@ def test_schema_mismatch_names_both_versions_and_the_fix(
     assert "reads version 4" in msg and "rerec toy" in msg
 
 
+def test_a_bump_that_keeps_the_layout_reads_old_versions_and_gives_new_ids(
+    store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = store.build("toy", config={}, build=write_numbers(1)).artifact
+    bumped = ArtifactSchema(**{**TOY.__dict__, "version": 4, "reads": (3,)})
+    monkeypatch.setitem(schemas.ARTIFACTS, "toy", bumped)
+    assert store.resolve("toy").version == old.version  # still read (and verified)
+    new = store.build("toy", config={}, build=write_numbers(1)).artifact
+    assert new.version != old.version and new.manifest.schema_version == 4
+    assert new.manifest.content_hash == old.manifest.content_hash
+
+
 def test_resolve_by_version_and_unique_prefix(store: ArtifactStore) -> None:
     a = store.build("toy", config={"n": 1}, build=write_numbers(1)).artifact
     b = store.build("toy", config={"n": 2}, build=write_numbers(2)).artifact

@@ -190,7 +190,7 @@ class ArtifactStore(Lineage):
             raise UserError(f"{path / MANIFEST}: unreadable manifest ({first})") from None
         if check_schema:
             schema = schema_for(manifest.name)
-            if manifest.schema_version != schema.version:
+            if not schema.can_read(manifest.schema_version):
                 raise UserError(
                     f"{manifest.name}@{manifest.version} has schema version "
                     f"{manifest.schema_version} but this rerec reads version {schema.version}; "

@@ -32,7 +32,7 @@ from stages.core.manifest import version_id
 from stages.core.store import ArtifactStore, scratch_dir
 from stages.core.tracking import keep_tensorboard_logs, report_to
 from stages.llm.generation import load_model_folder, quiet_libraries
-from stages.llm.lora import lora_config
+from stages.llm.lora import lora_config, portable_adapter
 from stages.llm.models import resolve_model
 from stages.llm.prompts import (
     prompt_options,
@@ -187,6 +187,7 @@ def sft_policy(
         log, tokens_total, seconds, prompt_tokens = _fit(
             store,
             cfg,
+            model_art,
             model_path,
             train,
             examples,
@@ -239,6 +240,7 @@ def sft_policy(
 def _fit(
     store: ArtifactStore,
     cfg: SFTConfig,
+    model_art: Artifact | None,
     model_path: str,
     train: pl.DataFrame,
     examples: pl.DataFrame,
@@ -292,6 +294,7 @@ def _fit(
     net = trainer.model
     if cfg.lora:
         net.save_pretrained(writer.file("adapter"), safe_serialization=True)
+        portable_adapter(writer.file("adapter"), model_art, model_path)
         net = net.merge_and_unload()
     net = net.to(torch.float32 if device == "cpu" else net.dtype)
     net.save_pretrained(writer.file("model"), safe_serialization=True)
