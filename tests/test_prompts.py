@@ -97,6 +97,31 @@ def test_compact_facts_show_exactly_the_relations_the_request_names() -> None:
     assert candidate_lines(render_user_message(q)) == ["1. Heat (1995)", "2. Bananas (1971)"]
 
 
+def test_index_facts_list_each_value_with_the_candidates_that_have_it() -> None:
+    q = row(
+        "simple",
+        [condition("country", "United States"), condition("director", "Woody Allen")],
+    )
+    message = render_user_message(q, candidate_facts="index")
+    assert candidate_lines(message) == ["1. Heat (1995)", "2. Bananas (1971)"]
+    # after the titles, relations and values in the order the candidates first show them
+    assert message.split("Candidates:\n1. Heat (1995)\n2. Bananas (1971)\n\n", 1)[1] == (
+        "Candidates by director:\n"
+        "- Michael Mann: Heat (1995)\n"
+        "- Woody Allen: Bananas (1971)\n\n"
+        "Candidates by country:\n"
+        "- United States: Heat (1995), Bananas (1971)\n\n"
+        "Reason in short paragraphs separated by blank lines. Then end with \\boxed{...} "
+        "containing the exact title of the one candidate you recommend."
+    )
+    # interest requests: the genres, a title under each of its genres
+    q = row("interest", [])
+    assert "Candidates by genre:\n- Crime: Heat (1995)\n- Drama: Heat (1995)\n" in (
+        render_user_message(q, candidate_facts="index")
+    )
+    assert prompt_options({"candidate_facts": "index"})["candidate_facts"] == "index"
+
+
 def test_named_facts_show_the_reference_items_true_facts() -> None:
     jaws = {
         "item_id": 7,

@@ -249,3 +249,27 @@ def test_token_offsets_follow_their_definition(kind: str, text: str, cut: int) -
     ids = ids[: max(len(ids) - cut, 0)]  # a completion cut mid-character at the token limit
     decoded = tok.decode(ids, skip_special_tokens=True)
     assert token_offsets(tok, ids, decoded) == _offsets_by_definition(tok, ids, decoded)
+
+
+def test_batch_scorer_scores_each_new_batch_once_and_never_a_stale_one(index) -> None:
+    """TRL calls every reward function with the same completions list; each new list is scored
+    anew, even one that CPython puts at a freed list's address (ids are reused)."""
+    from stages.rl.scoring import BatchScorer
+
+    scorer = BatchScorer(index, RewardWeights())
+    columns = {
+        "query_id": ["q1"] * 2,
+        "family": ["simple"] * 2,
+        "candidate_item_ids": [QUERY["candidate_item_ids"]] * 2,
+        "candidate_titles": [QUERY["candidate_titles"]] * 2,
+        "positive_item_ids": [QUERY["positive_item_ids"]] * 2,
+    }
+    fmt, correct = scorer.component("format"), scorer.component("correct")
+    for step, title in enumerate(["Heat", "Bananas", "Sleeper", "Bananas", "Heat"]):
+        completions = [[{"role": "assistant", "content": f"\\boxed{{{title}}}"}] for _ in "ab"]
+        assert fmt([], completions, **columns) == [0.5, 0.5]
+        seconds = scorer.seconds
+        assert correct([], completions, **columns) == [float(title == "Bananas")] * 2, step
+        assert scorer.seconds == seconds  # the second component reused the first one's scores
+        assert scorer.last["texts"] == [f"\\boxed{{{title}}}"] * 2
+        del completions  # its address is free for the next step's list

@@ -10,8 +10,10 @@ Prompt options (the same three in `rerec sft`, `rerec train` and `rerec eval`; a
 them in `policy.json` and evaluation defaults to them):
 
 - ``candidate_facts``: ``none`` (titles only), ``compact`` (only the relations the request
-  names; genres for interest requests; see `shown_relations`) or ``full`` (every stored fact:
-  up to 3 values of each relation). ``True``/``False`` (older configs and policies) read as
+  names; genres for interest requests; see `shown_relations`), ``index`` (the compact facts
+  turned around: after the titles, each value with the candidates that have it, "- Woody Allen:
+  Bananas (1971), Annie Hall (1977)") or ``full`` (every stored fact: up to 3 values of each
+  relation). ``True``/``False`` (older configs and policies) read as
   full/none.
 - ``named_facts``: an "About the items mentioned" block with the facts of the items the request
   names (the reference film of a medium or misinformed request, with its true facts; the liked
@@ -42,8 +44,8 @@ SYSTEM_PROMPT = (
     "candidates only."
 )
 
-FactMode = Literal["none", "compact", "full"]
-FACT_MODES: tuple[str, ...] = ("none", "compact", "full")
+FactMode = Literal["none", "compact", "index", "full"]
+FACT_MODES: tuple[str, ...] = ("none", "compact", "index", "full")
 # Compact facts show only the relations a request's conditions name: a request names a genre or
 # a decade only through a condition, so those appear exactly when asked for. Showing genre and
 # decade always was measured too: +300 SmolLM2 tokens on the median 20-candidate ml-100k prompt
@@ -54,6 +56,11 @@ FACT_MODES: tuple[str, ...] = ("none", "compact", "full")
 # split: expected hit@1 0.084 by genre overlap, against 0.05 at random; 0.066 by director,
 # 0.064 by decade, 0.073 by cast, each costing as many tokens or more).
 COMPACT_INTEREST = frozenset({"genre"})
+# The index mode is for models that copy better than they search: once a completion has
+# written what the request asks for ("directed by Woody Allen"), the titles that have it follow
+# that value in the prompt, where an attention head that copies what came after an earlier
+# match finds them; in compact mode the title comes before its facts, so the model would have
+# to look backwards from a match.
 
 
 def fact_mode(value: str | bool | None) -> str:
@@ -75,8 +82,9 @@ def _facts_option(value: Any) -> Any:
 # The prompt options as config fields (sft, train and eval share their type and help text).
 FactOption = Annotated[FactMode, BeforeValidator(_facts_option)]
 CANDIDATE_FACTS_HELP = (
-    "facts shown after each candidate: none, compact (only the relations the request names; "
-    "genres for interest requests) or full (every stored fact); true/false read as full/none"
+    "facts shown with the candidates: none, compact (after each candidate, only the relations "
+    "the request names; genres for interest requests), index (the compact facts as value: "
+    "candidates lists) or full (every stored fact); true/false read as full/none"
 )
 NAMED_FACTS_HELP = (
     "show the facts of the items the request names (a medium or misinformed request's "
@@ -134,6 +142,29 @@ def format_attributes(
     return "; ".join(f"{r}: {', '.join(v)}" for r, v in groups.items())
 
 
+def index_blocks(
+    titles: Sequence[str],
+    attributes: Sequence[Iterable[Mapping[str, Any]]],
+    relations: frozenset[str] | None,
+) -> list[str]:
+    """One block per relation, "Candidates by director:" then "- value: title, title" for each
+    value in the order the candidates first show it (relations in the same order)."""
+    index: dict[str, dict[str, list[str]]] = {}
+    for title, facts in zip(titles, attributes, strict=False):
+        for a in facts or []:
+            if relations is None or a["relation"] in relations:
+                holders = index.setdefault(a["relation"], {}).setdefault(str(a["value"]), [])
+                if title not in holders:
+                    holders.append(title)
+    return [
+        "\n".join(
+            [f"Candidates by {relation}:"]
+            + [f"- {value}: {', '.join(holders)}" for value, holders in values.items()]
+        )
+        for relation, values in index.items()
+    ]
+
+
 def render_user_message(
     query: Mapping[str, Any],
     *,
@@ -161,12 +192,14 @@ def render_user_message(
     attributes: Sequence[Any] = query.get("candidate_attributes") or []
     for n, title in enumerate(query["candidate_titles"], start=1):
         line = f"{n}. {title}"
-        if mode != "none" and n - 1 < len(attributes):
+        if mode in ("compact", "full") and n - 1 < len(attributes):
             facts = format_attributes(attributes[n - 1], relations)
             if facts:
                 line += f" — {facts}"
         lines.append(line)
     parts.append("\n".join(lines))
+    if mode == "index":
+        parts += index_blocks(query["candidate_titles"], attributes, relations)
     parts.append(answer_instruction(k))
     return "\n\n".join(parts)
 

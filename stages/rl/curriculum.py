@@ -47,7 +47,7 @@ def curriculum_order(
 
 
 class CurriculumSampler:
-    """Yields dataset indices in curriculum order; `set_epoch` (called by accelerate) applies
+    """Yields dataset indices in curriculum order; `set_epoch` (called by the schedule) applies
     the difficulties recorded for the previous epoch. Its state is a plain dict, saved with
     checkpoints, so a resumed run sees the same order."""
 

@@ -37,20 +37,22 @@ class BatchScorer:
 
     def __init__(self, index: RewardIndex, weights: RewardWeights):
         self.index, self.weights = index, weights
-        self._key: tuple[int, int] | None = None
+        # The completions list last scored, held so that it stays alive: a list's id() is
+        # reused once the list is freed, so a key of (id, length) handed a step the previous
+        # step's scores when the new list landed at the old one's address.
+        self._scored: Sequence[Any] | None = None
         self.last: dict[str, Any] = {}
         self.seconds = 0.0  # spent scoring, for the step-overhead benchmark
 
     def score(self, completions: Sequence[Any], **columns: Any) -> dict[str, Any]:
-        key = (id(completions), len(completions))
-        if key != self._key:
+        if completions is not self._scored:
             started = time.perf_counter()
             texts = [completion_text(c) for c in completions]
             queries = [{c: columns[c][i] for c in QUERY_COLUMNS} for i in range(len(completions))]
             parts = score_batch(texts, queries, self.index, self.weights)
             parts["texts"] = texts
             parts["queries"] = queries
-            self.last, self._key = parts, key
+            self.last, self._scored = parts, completions
             self.seconds += time.perf_counter() - started
         return self.last
 
