@@ -11,6 +11,7 @@ import typer
 from rerec_cli.app import app, state
 from rerec_cli.output import out
 from stages.core.errors import UserError
+from stages.llm.prompts import FACT_MODES
 from stages.sft.config import SFTConfig as SFT  # the prompt options: defaults and help
 
 
@@ -48,7 +49,7 @@ def export_command(
     ] = None,
     candidate_facts: Annotated[
         str,
-        typer.Option(metavar="none|compact|full", help="queries: " + _about("candidate_facts")),
+        typer.Option(metavar="|".join(FACT_MODES), help="queries: " + _about("candidate_facts")),
     ] = SFT.model_fields["candidate_facts"].default,
     named_facts: Annotated[
         bool,

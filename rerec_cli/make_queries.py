@@ -106,6 +106,7 @@ PROMPT_VARIANTS = (
     ("titles only", {}),
     ("compact facts", {"candidate_facts": "compact"}),
     ("compact + named facts", {"candidate_facts": "compact", "named_facts": True}),
+    ("index + named facts", {"candidate_facts": "index", "named_facts": True}),
     ("full facts", {"candidate_facts": "full"}),
     ("full + named facts", {"candidate_facts": "full", "named_facts": True}),
 )

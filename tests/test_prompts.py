@@ -247,7 +247,7 @@ def test_boolean_candidate_facts_read_as_full_and_none(tmp_path) -> None:
         q, candidate_facts="full"
     )
     assert render_user_message(q, candidate_facts=False) == render_user_message(q)
-    with pytest.raises(ValueError, match="none, compact, full"):
+    with pytest.raises(ValueError, match="none, compact, index, full"):
         render_user_message(q, candidate_facts="short")
 
 

@@ -180,3 +180,15 @@ def test_sft_writes_a_policy_that_train_eval_and_transformers_start_from(toy, mo
         "--bootstrap", "0", "-q",
     )  # fmt: skip
     assert r.exit_code == 0, r.output
+
+
+def test_examples_longer_than_max_length_are_refused_not_cut(toy, monkeypatch) -> None:
+    store, model = toy
+    r = invoke(
+        store.root, monkeypatch, "sft", "--model", str(model), "--steps", "1",
+        "--batch-size", "1", "--micro-batch", "1", "--max-length", "40", "--output", "sft-cut",
+    )  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert "sft examples are longer than --max-length 40 tokens" in r.output
+    assert "raise --max-length to" in r.output
+    assert not store.exists("sft-cut")

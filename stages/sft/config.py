@@ -60,7 +60,7 @@ class SFTConfig(StageConfig):
     lr: float = Field(default=2e-4, gt=0, description="peak learning rate (cosine decay)")
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="share of steps warming up")
     max_length: int = Field(
-        default=1024, ge=16, description="tokens per example at most (longer ones are cut)"
+        default=1024, ge=16, description="tokens per example at most (a longer one is an error)"
     )
     lora: bool = Field(default=True, description="LoRA on every linear layer (else full)")
     lora_r: int = Field(default=16, ge=1, description="LoRA rank")

@@ -237,6 +237,27 @@ def sft_policy(
     )
 
 
+def check_lengths(examples: pl.DataFrame, tokenizer: Any, max_length: int) -> None:
+    """Refuse examples longer than ``max_length`` tokens (prompt and target, as the chat
+    template joins them): TRL cuts them at the end, so their targets, answer included, would be
+    lost or dropped without a word."""
+    texts = [
+        tokenizer.apply_chat_template(
+            [*json.loads(p), {"role": "assistant", "content": c}], tokenize=False
+        )
+        for p, c in zip(examples["prompt"], examples["completion"], strict=True)
+    ]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    over = [n for n in lengths if n > max_length]
+    if over:
+        raise UserError(
+            f"{len(over):,} of {len(lengths):,} sft examples are longer than --max-length "
+            f"{max_length} tokens (prompt and target; longest {max(over):,}), and TRL would cut "
+            f"their targets off: raise --max-length to {max(over):,} or shorten the prompts "
+            "(--candidate-facts compact or none)"
+        )
+
+
 def _fit(
     store: ArtifactStore,
     cfg: SFTConfig,
@@ -260,6 +281,7 @@ def _fit(
         model_path, torch.bfloat16 if device == "cuda" else torch.float32
     )
     prompt_tokens = prompt_token_stats(train, tokenizer, **rendering(cfg))
+    check_lengths(examples, tokenizer, cfg.max_length)
     tokenizer.padding_side = "right"  # training: pad after the completion
     dataset = Dataset.from_dict(
         {
