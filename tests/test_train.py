@@ -214,8 +214,10 @@ def test_raae_advantages_token_by_token(toy) -> None:
     torch.testing.assert_close(split, adv)
 
 
-def test_resume_equals_an_uninterrupted_run(toy) -> None:
+@pytest.mark.parametrize("when", ["after step 2", "in step 3, rolled out, not trained"])
+def test_resume_equals_an_uninterrupted_run(toy, when, monkeypatch) -> None:
     from stages.rl.stage import train_policy
+    from stages.rl.trainer import RerecGRPOTrainer
 
     store, model = toy
     base = dict(model=str(model), **SMALL, save_steps=2, seed=7)
@@ -225,10 +227,24 @@ def test_resume_equals_an_uninterrupted_run(toy) -> None:
         if row["step"] == 2:
             raise KeyboardInterrupt
 
-    cfg = TrainConfig(**base, output="policy-resumed")
+    scored = RerecGRPOTrainer._rerec_advantages
+
+    def stop_in_three(self, output):
+        scored(self, output)  # step 3's rollouts are recorded: then the kill comes
+        if self.state.global_step == 2:
+            raise KeyboardInterrupt
+
+    on_step = None
+    if when == "after step 2":
+        on_step = stop_at_two
+    else:
+        monkeypatch.setattr(RerecGRPOTrainer, "_rerec_advantages", stop_in_three)
+    output = "policy-resumed-" + ("boundary" if on_step else "mid-step")
+    cfg = TrainConfig(**base, output=output)
     with pytest.raises(UserError, match="interrupted at step 2; checkpoint saved"):
-        train_policy(store, cfg, on_step=stop_at_two)
-    assert not (store.root / "policy-resumed").exists()
+        train_policy(store, cfg, on_step=on_step)
+    assert not (store.root / output).exists()
+    monkeypatch.undo()
     resumed = train_policy(store, cfg, resume=True).artifact
     drop = ["seconds"]
     a, b = whole.read("log").drop(drop), resumed.read("log").drop(drop)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,8 @@ class RerecGRPOTrainer(GRPOTrainer):
         self._rollout: Any = None  # the bf16 copy that generates (bf16 CPU runs)
         self.run_state = RunState()
         self.advantage_seconds = 0.0  # RAAE, gathers, logging: our work beyond TRL's
+        self._boundary: dict[str, Any] | None = None  # see `_mark_step_start`
+        self.add_callback(_StepStart(self))
 
     # rollouts: transformers generation ends each row at its box (`BoxStop`); in a bf16 CPU
     # run a bf16 copy of the policy generates them (`bf16_rollout_model`)
@@ -255,24 +258,53 @@ class RerecGRPOTrainer(GRPOTrainer):
         return self._family_list
 
     # checkpoints carry the schedule, rollouts and log
-    def _save_checkpoint(self, model, trial):
+    def _rerec_state(self) -> dict[str, Any]:
+        return {
+            "schedule": self.schedule.state_dict(),
+            "rollouts": self.run_state.rollouts,
+            "log": self.run_state.log,
+            "chunk_epochs": self.run_state.chunk_epochs,
+        }
+
+    def _save_checkpoint(self, model, trial, rerec_state: dict[str, Any] | None = None):
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             folder = (
                 Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             )
-            state = {
-                "schedule": self.schedule.state_dict(),
-                "rollouts": self.run_state.rollouts,
-                "log": self.run_state.log,
-                "chunk_epochs": self.run_state.chunk_epochs,
-            }
-            (folder / STATE_FILE).write_text(json.dumps(state))
+            (folder / STATE_FILE).write_text(json.dumps(rerec_state or self._rerec_state()))
+
+    def _mark_step_start(self, rng: dict[str, Any]) -> None:
+        """What a checkpoint of the completed steps holds, taken as a step starts: the
+        curriculum's state, how many rollouts, log rows and chunks there are, and ``rng``, the
+        RNG states as the last step ended. A run interrupted in the middle of a step (its
+        queries drawn and rolled out, not yet trained on) is saved from this, so that
+        `--resume` redoes that step as an uninterrupted run does, instead of recording its
+        rollouts twice and skipping its queries."""
+        self._boundary = {
+            "global_step": self.state.global_step,
+            "schedule": copy.deepcopy(self.schedule.state_dict()),
+            "rollouts": len(self.run_state.rollouts),
+            "log": len(self.run_state.log),
+            "chunk_epochs": len(self.run_state.chunk_epochs),
+            "rng": rng,
+        }
 
     def save_checkpoint_now(self) -> None:
-        """A full checkpoint at the current step (weights, optimizer, RNG, the curriculum and
+        """A full checkpoint of the completed steps (weights, optimizer, RNG, the curriculum and
         the logs so far): what an interrupted run resumes from with --resume."""
-        self._save_checkpoint(self.model, None)
+        b = self._boundary
+        if b is None or b["global_step"] != self.state.global_step:
+            self._save_checkpoint(self.model, None)  # between steps: the state is whole
+            return
+        _set_rng_states(b["rng"])  # as the interrupted step started (HF saves the RNG)
+        state = {
+            "schedule": b["schedule"],
+            "rollouts": self.run_state.rollouts[: b["rollouts"]],
+            "log": self.run_state.log[: b["log"]],
+            "chunk_epochs": self.run_state.chunk_epochs[: b["chunk_epochs"]],
+        }
+        self._save_checkpoint(self.model, None, state)
 
     def load_rerec_state(self, checkpoint: Path) -> None:
         state = json.loads((checkpoint / STATE_FILE).read_text())
@@ -333,6 +365,44 @@ class StepLog(TrainerCallback):
         self.trainer.run_state.log.append(row)
         if self.on_step is not None and state.is_world_process_zero:
             self.on_step(row, self.total)
+
+
+class _StepStart(TrainerCallback):
+    """Keeps what `save_checkpoint_now` saves for a run killed in the middle of a step: the RNG
+    states as the last step ended (where a regular checkpoint takes them; the next epoch's data
+    loader may draw from them before the next step begins), the rest as the step begins."""
+
+    def __init__(self, trainer: RerecGRPOTrainer):
+        self.trainer = trainer
+        self.rng: dict[str, Any] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.rng = _rng_states()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.rng = _rng_states()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.trainer._mark_step_start(self.rng or _rng_states())
+
+
+def _rng_states() -> dict[str, Any]:
+    states = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class StopAfterEpochs(TrainerCallback):
