@@ -186,7 +186,7 @@ def trained(runs, tmp_path_factory) -> tuple[ArtifactStore, ArtifactStore]:
             build=lambda w: shutil.copytree(model, w.file("model"), dirs_exist_ok=True),
         )
     sft = ["sft", "--model", "smollm2-135m", "--steps", "3", "--batch-size", "2"]
-    sft += ["--micro-batch", "1", "--precision", "fp32", "-q"]
+    sft += ["--micro-batch", "1", "--precision", "fp32", "--max-length", "2048", "-q"]
     train = ["train", "--model", "smollm2-135m", "--steps", "4", "--limit", "4"]
     train += ["--prompts-per-step", "2", "-G", "3", "--max-completion-length", "12", "-q"]
     finish(
