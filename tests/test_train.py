@@ -214,7 +214,10 @@ def test_raae_advantages_token_by_token(toy) -> None:
     torch.testing.assert_close(split, adv)
 
 
-@pytest.mark.parametrize("when", ["after step 2", "in step 3, rolled out, not trained"])
+@pytest.mark.parametrize(
+    "when",
+    ["after step 2", "in step 3, rolled out, not trained", "in step 3, again after resuming"],
+)
 def test_resume_equals_an_uninterrupted_run(toy, when, monkeypatch) -> None:
     from stages.rl.stage import train_policy
     from stages.rl.trainer import RerecGRPOTrainer
@@ -239,10 +242,13 @@ def test_resume_equals_an_uninterrupted_run(toy, when, monkeypatch) -> None:
         on_step = stop_at_two
     else:
         monkeypatch.setattr(RerecGRPOTrainer, "_rerec_advantages", stop_in_three)
-    output = "policy-resumed-" + ("boundary" if on_step else "mid-step")
+    output = "policy-resumed-" + "-".join(when.replace(",", "").split()[:4])
     cfg = TrainConfig(**base, output=output)
     with pytest.raises(UserError, match="interrupted at step 2; checkpoint saved"):
         train_policy(store, cfg, on_step=on_step)
+    if when.endswith("again after resuming"):  # the checkpoint a resumed run saves is as good
+        with pytest.raises(UserError, match="interrupted at step 2; checkpoint saved"):
+            train_policy(store, cfg, resume=True)
     assert not (store.root / output).exists()
     monkeypatch.undo()
     resumed = train_policy(store, cfg, resume=True).artifact

@@ -193,7 +193,8 @@ class ArtifactStore(Lineage):
             if not schema.can_read(manifest.schema_version):
                 raise UserError(
                     f"{manifest.name}@{manifest.version} has schema version "
-                    f"{manifest.schema_version} but this rerec reads version {schema.version}; "
+                    f"{manifest.schema_version} but this rerec reads version "
+                    f"{', '.join(map(str, (schema.version, *schema.reads)))}; "
                     f"rebuild it with `{schema.produced_by}`"
                 )
         return Artifact(path=path, manifest=manifest)

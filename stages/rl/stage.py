@@ -356,8 +356,10 @@ def _train_and_write(
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
-        trainer.save_checkpoint_now()
+        saved = trainer.save_checkpoint_now()
         dist.wait_for_everyone()
+        if not saved:
+            raise UserError("interrupted before the first step; nothing to resume") from None
         raise UserError(
             f"interrupted at step {trainer.state.global_step}; checkpoint saved in {folder}; "
             "rerun the same command with --resume to continue"

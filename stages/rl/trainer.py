@@ -105,7 +105,8 @@ class RerecGRPOTrainer(GRPOTrainer):
         self.run_state = RunState()
         self.advantage_seconds = 0.0  # RAAE, gathers, logging: our work beyond TRL's
         self._boundary: dict[str, Any] | None = None  # see `_mark_step_start`
-        self.add_callback(_StepStart(self))
+        self._step_start = _StepStart(self)
+        self.add_callback(self._step_start)
 
     # rollouts: transformers generation ends each row at its box (`BoxStop`); in a bf16 CPU
     # run a bf16 copy of the policy generates them (`bf16_rollout_model`)
@@ -274,37 +275,44 @@ class RerecGRPOTrainer(GRPOTrainer):
             )
             (folder / STATE_FILE).write_text(json.dumps(rerec_state or self._rerec_state()))
 
-    def _mark_step_start(self, rng: dict[str, Any]) -> None:
+    def _mark_step_start(self) -> None:
         """What a checkpoint of the completed steps holds, taken as a step starts: the
-        curriculum's state, how many rollouts, log rows and chunks there are, and ``rng``, the
-        RNG states as the last step ended. A run interrupted in the middle of a step (its
-        queries drawn and rolled out, not yet trained on) is saved from this, so that
-        `--resume` redoes that step as an uninterrupted run does, instead of recording its
-        rollouts twice and skipping its queries."""
+        curriculum's state and how many rollouts, log rows and chunks there are. A run
+        interrupted in the middle of a step (its queries drawn and rolled out, not yet trained
+        on) is saved from this, so that `--resume` redoes that step as an uninterrupted run
+        does, instead of recording its rollouts twice and skipping its queries."""
         self._boundary = {
             "global_step": self.state.global_step,
-            "schedule": copy.deepcopy(self.schedule.state_dict()),
+            "schedule": self.schedule.state_dict(),  # copies; its rows are never changed
             "rollouts": len(self.run_state.rollouts),
             "log": len(self.run_state.log),
             "chunk_epochs": len(self.run_state.chunk_epochs),
-            "rng": rng,
         }
 
-    def save_checkpoint_now(self) -> None:
-        """A full checkpoint of the completed steps (weights, optimizer, RNG, the curriculum and
-        the logs so far): what an interrupted run resumes from with --resume."""
+    def _load_rng_state(self, checkpoint):
+        super()._load_rng_state(checkpoint)
+        self._step_start.rng = _rng_states()  # a resumed run's RNG is the checkpoint's
+
+    def save_checkpoint_now(self) -> bool:
+        """A full checkpoint of the completed steps (weights, optimizer, the curriculum and the
+        logs so far, and the RNG states as the last step ended, where a regular checkpoint
+        takes them): what an interrupted run resumes from with --resume. False when training
+        had not begun (nothing to save)."""
+        rng = self._step_start.rng
+        if rng is None:
+            return False
         b = self._boundary
-        if b is None or b["global_step"] != self.state.global_step:
-            self._save_checkpoint(self.model, None)  # between steps: the state is whole
-            return
-        _set_rng_states(b["rng"])  # as the interrupted step started (HF saves the RNG)
-        state = {
-            "schedule": b["schedule"],
-            "rollouts": self.run_state.rollouts[: b["rollouts"]],
-            "log": self.run_state.log[: b["log"]],
-            "chunk_epochs": self.run_state.chunk_epochs[: b["chunk_epochs"]],
-        }
+        state = None
+        if b is not None and b["global_step"] == self.state.global_step:  # in a step
+            state = {
+                "schedule": b["schedule"],
+                "rollouts": self.run_state.rollouts[: b["rollouts"]],
+                "log": self.run_state.log[: b["log"]],
+                "chunk_epochs": self.run_state.chunk_epochs[: b["chunk_epochs"]],
+            }
+        _set_rng_states(rng)
         self._save_checkpoint(self.model, None, state)
+        return True
 
     def load_rerec_state(self, checkpoint: Path) -> None:
         state = json.loads((checkpoint / STATE_FILE).read_text())
@@ -368,9 +376,10 @@ class StepLog(TrainerCallback):
 
 
 class _StepStart(TrainerCallback):
-    """Keeps what `save_checkpoint_now` saves for a run killed in the middle of a step: the RNG
-    states as the last step ended (where a regular checkpoint takes them; the next epoch's data
-    loader may draw from them before the next step begins), the rest as the step begins."""
+    """Keeps what `save_checkpoint_now` saves for a killed run: the RNG states as the last step
+    ended (where a regular checkpoint takes them; the next epoch's data loader draws from them
+    before the next step begins), or as training began or a checkpoint's were loaded; and, as
+    each step begins, the rest of the completed steps' state (`_mark_step_start`)."""
 
     def __init__(self, trainer: RerecGRPOTrainer):
         self.trainer = trainer
@@ -383,7 +392,7 @@ class _StepStart(TrainerCallback):
         self.rng = _rng_states()
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self.trainer._mark_step_start(self.rng or _rng_states())
+        self.trainer._mark_step_start()
 
 
 def _rng_states() -> dict[str, Any]:
