@@ -49,7 +49,8 @@ demo: install
 	$(REREC) recommend "a comedy directed by Woody Allen" --max-new-tokens 160
 	$(REREC) artifacts list
 
-# The paper's comparison at our scale (configs/experiment/smollm2-cpu.yaml). Its own workdir,
+# The paper's comparison at our scale (configs/experiment/smollm2-cpu.yaml; the first run,
+# with compact prompts, is smollm2-cpu-compact.yaml). Its own workdir,
 # outside the checkout by default, so it survives a fresh checkout and resumes where it stopped.
 EXPERIMENT_CONFIG ?= configs/experiment/smollm2-cpu.yaml
 EXPERIMENT_WORKDIR ?= $(HOME)/rerec-runs/fidelity-smollm2-cpu

@@ -45,8 +45,10 @@ SFT = ArtifactSchema(
     # config and inputs now give other examples and weights, so they get another version id)
     # 3: the adapter folder is the same for the same run (base named relative to the workdir,
     # target modules sorted); version 2 artifacts read the same, their adapter config differs
-    version=3,
-    reads=(2,),
+    # 4: with --candidate-facts index the targets add the lookup paragraph (the prompt's index
+    # lines for the wanted values); the layout is unchanged, so versions 3 and 2 read the same
+    version=4,
+    reads=(3, 2),
     kind="policy",
     description="policy after a supervised cold start on graph-written answers",
     produced_by="rerec sft --force",

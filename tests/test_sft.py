@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from stages.core.store import ArtifactStore
+from stages.llm.prompts import render_user_message
 from stages.queries.reader import read_split
 from stages.sft.data import write_completion
 from tests.fixtures.cli import invoke
@@ -111,6 +112,36 @@ def test_interest_target_never_rules_out_by_a_fact_the_favourites_share() -> Non
     assert paragraphs[-1] == "\\boxed{Cliffhanger (1993)}"
 
 
+def shown(item: int) -> list[dict]:
+    """A candidate's facts as the queries artifact stores them (what the prompt shows)."""
+    return [{"relation": r, "value": v} for r, vs in FACTS[item].items() for v in vs]
+
+
+def test_index_target_copies_the_prompts_index_lines_before_naming_the_answer() -> None:
+    q = query("simple", [cond("director", "Woody Allen"), cond("genre", "Comedy")])
+    q |= {"text": "A Woody Allen comedy?", "candidate_attributes": [shown(i) for i in (1, 2, 3, 4)]}
+    paragraphs = write_completion(q, FACTS, FixedChoice(), layout="index").split("\n\n")
+    assert paragraphs[1] == (
+        "Candidates by director:\n"
+        "- Woody Allen: Annie Hall (1977), Interiors (1978)\n"
+        "Candidates by genre:\n"
+        "- Comedy: Annie Hall (1977)"
+    )
+    # line for line what the index prompt shows, so the title after "- Comedy:" is a copy
+    prompt = render_user_message(q, candidate_facts="index").split("\n")
+    assert all(line in prompt for line in paragraphs[1].split("\n"))
+    # the rest is the compact target's
+    compact = write_completion(q, FACTS, FixedChoice()).split("\n\n")
+    assert paragraphs[:1] + paragraphs[2:] == compact
+
+
+def test_index_target_has_no_lookup_when_no_candidate_shows_the_wanted_value() -> None:
+    q = query("simple", [cond("director", "Woody Allen")])
+    q["candidate_attributes"] = [[] for _ in TITLES]
+    indexed = write_completion(q, FACTS, FixedChoice(), layout="index")
+    assert indexed == write_completion(q, FACTS, FixedChoice())
+
+
 def test_phrasing_depends_on_the_seed_only() -> None:
     q = query("simple", [cond("director", "Woody Allen"), cond("genre", "Comedy")])
     texts = {write_completion(q, FACTS, np.random.default_rng([s, 0])) for s in range(12)}
@@ -182,13 +213,18 @@ def test_sft_writes_a_policy_that_train_eval_and_transformers_start_from(toy, mo
     assert r.exit_code == 0, r.output
 
 
-def test_examples_longer_than_max_length_are_refused_not_cut(toy, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "mode, lost", [(None, "their targets"), ("keep_end", "the start of their prompts")]
+)
+def test_examples_longer_than_max_length_are_refused_not_cut(toy, monkeypatch, mode, lost):
     store, model = toy
+    extra = ["--trl", f"truncation_mode={mode}"] if mode else []
     r = invoke(
         store.root, monkeypatch, "sft", "--model", str(model), "--steps", "1",
         "--batch-size", "1", "--micro-batch", "1", "--max-length", "40", "--output", "sft-cut",
+        *extra,
     )  # fmt: skip
     assert r.exit_code == 2, r.output
     assert "sft examples are longer than --max-length 40 tokens" in r.output
-    assert "raise --max-length to" in r.output
+    assert f"TRL would cut {lost} off: raise --max-length to" in r.output
     assert not store.exists("sft-cut")

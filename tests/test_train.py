@@ -299,6 +299,7 @@ def test_cli_trains_and_prints_the_curve(toy, monkeypatch) -> None:
         (["--use-vllm"], "--use-vllm needs"),
         (["--micro-batch", "4"], "micro_batch 4 does not divide the 6 completions"),
         (["--resume"], "--resume: no checkpoint"),
+        (["--trl", "num_iterations=2", "--resume"], "--resume cannot continue a run with"),
     ],
 )
 def test_bad_input_is_one_clear_line(toy, monkeypatch, args, message) -> None:

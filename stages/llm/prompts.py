@@ -142,13 +142,13 @@ def format_attributes(
     return "; ".join(f"{r}: {', '.join(v)}" for r, v in groups.items())
 
 
-def index_blocks(
+def candidate_index(
     titles: Sequence[str],
     attributes: Sequence[Iterable[Mapping[str, Any]]],
     relations: frozenset[str] | None,
-) -> list[str]:
-    """One block per relation, "Candidates by director:" then "- value: title, title" for each
-    value in the order the candidates first show it (relations in the same order)."""
+) -> dict[str, dict[str, list[str]]]:
+    """``relation -> value -> titles that have it``, values and relations in the order the
+    candidates first show them (the content of the index layout)."""
     index: dict[str, dict[str, list[str]]] = {}
     for title, facts in zip(titles, attributes, strict=False):
         for a in facts or []:
@@ -156,13 +156,23 @@ def index_blocks(
                 holders = index.setdefault(a["relation"], {}).setdefault(str(a["value"]), [])
                 if title not in holders:
                     holders.append(title)
-    return [
-        "\n".join(
-            [f"Candidates by {relation}:"]
-            + [f"- {value}: {', '.join(holders)}" for value, holders in values.items()]
-        )
-        for relation, values in index.items()
-    ]
+    return index
+
+
+def index_block(relation: str, values: Mapping[str, Sequence[str]]) -> str:
+    """'Candidates by director:' then '- value: title, title' per value."""
+    lines = [f"- {value}: {', '.join(holders)}" for value, holders in values.items()]
+    return "\n".join([f"Candidates by {relation}:", *lines])
+
+
+def index_blocks(
+    titles: Sequence[str],
+    attributes: Sequence[Iterable[Mapping[str, Any]]],
+    relations: frozenset[str] | None,
+) -> list[str]:
+    """One `index_block` per relation of `candidate_index`."""
+    index = candidate_index(titles, attributes, relations)
+    return [index_block(relation, values) for relation, values in index.items()]
 
 
 def render_user_message(

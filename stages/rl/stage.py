@@ -338,6 +338,14 @@ def _train_and_write(
     world = dist.num_processes
     batch_layout(cfg, world)  # a bad layout fails before anything is loaded
     folder = run_dir(store, name, vid)
+    # TRL reuses a step's generations for num_iterations updates from a buffer that no
+    # checkpoint holds, so a resumed run would train on other rollouts than an unbroken one
+    reused = int(cfg.trl.get("num_iterations", 1)) > 1
+    if resume and reused:
+        raise UserError(
+            "--resume cannot continue a run with --trl num_iterations>1 (the reused generations "
+            "are not checkpointed); rerun without --resume"
+        )
     checkpoint = last_checkpoint(folder) if resume else None
     if resume and checkpoint is None:
         raise UserError(f"--resume: no checkpoint in {folder} (nothing to resume)")
@@ -360,6 +368,11 @@ def _train_and_write(
         dist.wait_for_everyone()
         if not saved:
             raise UserError("interrupted before the first step; nothing to resume") from None
+        if reused:
+            raise UserError(
+                f"interrupted at step {trainer.state.global_step}; rerun the same command to "
+                "start again (--resume cannot continue a run with num_iterations>1)"
+            ) from None
         raise UserError(
             f"interrupted at step {trainer.state.global_step}; checkpoint saved in {folder}; "
             "rerun the same command with --resume to continue"

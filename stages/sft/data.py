@@ -12,6 +12,12 @@ targets here are what a careful recommender would write, built from the graph's 
    penalises when a policy later recommends such an item);
 4. ``\\boxed{Title (Year)}`` with the candidate's title as the prompt shows it.
 
+With the index layout (`--candidate-facts index`), a lookup paragraph comes between 1 and 2:
+the prompt's own index lines for the wanted values ("Candidates by director:" then "- Woody
+Allen: Annie Hall (1977)"), so that the title the target names next follows, in the target,
+the same text it follows in the prompt: a copy, which a small model does far better than a
+search (`benchmarks/lookup_probe.py`, index-echo).
+
 Paragraphs are separated by blank lines, as the prompt asks. Each query's phrasing is chosen by
 a generator seeded with (seed, the query's position in query-id order), so the targets are a
 function of the queries, the graph and the seed.
@@ -25,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
+from stages.llm.prompts import candidate_index, fact_mode, index_block, shown_relations
 
 Facts = Mapping[int, Mapping[str, Sequence[str]]]  # item_id -> relation -> values
 
@@ -153,10 +161,31 @@ def _shared_taste(history: Sequence[int], facts: Facts) -> list[tuple[str, str, 
     return sorted(shared, key=lambda t: (-t[2], rank[t[0]], t[1]))[:3]
 
 
+def _lookup(q: Mapping[str, Any], wants: Sequence[tuple[str, str]]) -> str | None:
+    """The prompt's index lines (`stages.llm.prompts.index_block`) for the wanted values that
+    some candidate has, relations in the order first wanted; None when there are none."""
+    index = candidate_index(
+        q["candidate_titles"], q.get("candidate_attributes") or [], shown_relations(q, "index")
+    )
+    wanted: dict[str, dict[str, list[str]]] = {}
+    for relation, value in wants:
+        holders = index.get(relation, {}).get(value)
+        if holders:
+            wanted.setdefault(relation, {})[value] = holders
+    if not wanted:
+        return None
+    return "\n".join(index_block(relation, values) for relation, values in wanted.items())
+
+
 def write_completion(
-    q: Mapping[str, Any], facts: Facts, rng: np.random.Generator, noun: str = "film"
+    q: Mapping[str, Any],
+    facts: Facts,
+    rng: np.random.Generator,
+    noun: str = "film",
+    layout: str = "compact",
 ) -> str:
-    """The target answer for one query row of the `queries` artifact."""
+    """The target answer for one query row of the `queries` artifact; ``layout`` is the
+    prompt's candidate-facts mode (index adds the lookup paragraph)."""
     pos = int(q["positive_index"])
     ids = [int(i) for i in q["candidate_item_ids"]]
     titles = list(q["candidate_titles"])
@@ -175,6 +204,10 @@ def write_completion(
         paragraphs.append(_restate(q, rng, noun))
         wants = conditions_wanted(q["conditions"] or [])
     met = [(r, v) for r, v in wants if _has(pos_facts, r, v)]
+    if layout == "index":
+        lookup = _lookup(q, met)
+        if lookup:
+            paragraphs.append(lookup)
     if met:
         shown = _join([_phrase(_HAS, r, v) for r, v in met])
     else:  # an interest answer sharing none of the favourites' common facts
@@ -239,9 +272,15 @@ def _tempting(
 
 
 def write_completions(
-    queries: pl.DataFrame, graph_facts: pl.DataFrame, seed: int, noun: str = "film"
+    queries: pl.DataFrame,
+    graph_facts: pl.DataFrame,
+    seed: int,
+    noun: str = "film",
+    candidate_facts: str | bool | None = "compact",
 ) -> list[str]:
-    """Targets for every row of ``queries`` (sorted by query id for the seeding)."""
+    """Targets for every row of ``queries`` (sorted by query id for the seeding), for prompts
+    in the ``candidate_facts`` layout."""
+    layout = fact_mode(candidate_facts)
     rows = queries.sort("query_id").to_dicts()
     needed = set()
     for q in rows:
@@ -249,7 +288,7 @@ def write_completions(
         needed.update(q["history_item_ids"] or [])
     facts = item_facts(graph_facts, sorted(needed))
     by_id = {
-        q["query_id"]: write_completion(q, facts, np.random.default_rng([seed, n]), noun)
+        q["query_id"]: write_completion(q, facts, np.random.default_rng([seed, n]), noun, layout)
         for n, q in enumerate(rows)
     }
     return [by_id[qid] for qid in queries["query_id"]]

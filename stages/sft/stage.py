@@ -59,7 +59,7 @@ def build_examples(train: pl.DataFrame, graph: Artifact, cfg: SFTConfig) -> pl.D
     )
     domain = str(train["domain"][0]) if train.height else "movies"
     noun = NOUN.get(domain, ("item", "try"))[0]
-    completions = write_completions(train, facts, cfg.seed, noun)
+    completions = write_completions(train, facts, cfg.seed, noun, cfg.candidate_facts)
     options = rendering(cfg)
     prompts = [json.dumps(render_messages(q, **options)) for q in train.to_dicts()]
     return train.select("query_id", "family").with_columns(
@@ -237,10 +237,13 @@ def sft_policy(
     )
 
 
-def check_lengths(examples: pl.DataFrame, tokenizer: Any, max_length: int) -> None:
+def check_lengths(
+    examples: pl.DataFrame, tokenizer: Any, max_length: int, truncation_mode: str = "keep_start"
+) -> None:
     """Refuse examples longer than ``max_length`` tokens (prompt and target, as the chat
-    template joins them): TRL cuts them at the end, so their targets, answer included, would be
-    lost or dropped without a word."""
+    template joins them): TRL cuts them at the end (``keep_start``), so their targets, answer
+    included, would be lost, or at the start (``keep_end``), losing the request, without a
+    word."""
     texts = [
         tokenizer.apply_chat_template(
             [*json.loads(p), {"role": "assistant", "content": c}], tokenize=False
@@ -249,11 +252,12 @@ def check_lengths(examples: pl.DataFrame, tokenizer: Any, max_length: int) -> No
     ]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     over = [n for n in lengths if n > max_length]
+    cut = "the start of their prompts" if truncation_mode == "keep_end" else "their targets"
     if over:
         raise UserError(
             f"{len(over):,} of {len(lengths):,} sft examples are longer than --max-length "
             f"{max_length} tokens (prompt and target; longest {max(over):,}), and TRL would cut "
-            f"their targets off: raise --max-length to {max(over):,} or shorten the prompts "
+            f"{cut} off: raise --max-length to {max(over):,} or shorten the prompts "
             "(--candidate-facts compact or none)"
         )
 
@@ -281,7 +285,9 @@ def _fit(
         model_path, torch.bfloat16 if device == "cuda" else torch.float32
     )
     prompt_tokens = prompt_token_stats(train, tokenizer, **rendering(cfg))
-    check_lengths(examples, tokenizer, cfg.max_length)
+    check_lengths(
+        examples, tokenizer, cfg.max_length, str(cfg.trl.get("truncation_mode", "keep_start"))
+    )
     tokenizer.padding_side = "right"  # training: pad after the completion
     dataset = Dataset.from_dict(
         {
