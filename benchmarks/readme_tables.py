@@ -7,7 +7,9 @@ drift from what was measured:
 - the demo table from `benchmarks/results/demo-report.json` (the `report.json` that `make demo`
   wrote in `workdir/report/`, copied there when the README's demo figures were measured);
 - the experiment table from `benchmarks/results/fidelity-smollm2-cpu.json`
-  (`python benchmarks/experiment.py --results` writes it).
+  (`python benchmarks/experiment.py --results` writes it), and its first run's (compact
+  prompts) from `fidelity-smollm2-cpu-compact.json` (the same with
+  `--config configs/experiment/smollm2-cpu-compact.yaml`).
 
 A generated table sits between `<!-- generated: NAME -->` and `<!-- end: NAME -->` lines.
 """
@@ -91,9 +93,13 @@ def rendered() -> dict[str, str]:
     demo = RESULTS / "demo-report.json"
     if demo.is_file():
         tables["demo-table"] = demo_table(json.loads(demo.read_text()))
-    experiment = RESULTS / "fidelity-smollm2-cpu.json"
-    if experiment.is_file():
-        tables["experiment-table"] = experiment_table(json.loads(experiment.read_text()))
+    for table, name in (
+        ("experiment-table", "fidelity-smollm2-cpu"),
+        ("experiment-compact-table", "fidelity-smollm2-cpu-compact"),
+    ):
+        experiment = RESULTS / f"{name}.json"
+        if experiment.is_file():
+            tables[table] = experiment_table(json.loads(experiment.read_text()))
     return tables
 
 
