@@ -50,10 +50,11 @@ demo: install
 	$(REREC) artifacts list
 
 # The paper's comparison at our scale (configs/experiment/smollm2-cpu.yaml; the first run,
-# with compact prompts, is smollm2-cpu-compact.yaml). Its own workdir,
-# outside the checkout by default, so it survives a fresh checkout and resumes where it stopped.
+# with compact prompts, is smollm2-cpu-compact.yaml). Its own workdir, ~/rerec-runs/<the
+# config's name> unless EXPERIMENT_WORKDIR says otherwise, outside the checkout, so it survives
+# a fresh checkout and resumes where it stopped.
 EXPERIMENT_CONFIG ?= configs/experiment/smollm2-cpu.yaml
-EXPERIMENT_WORKDIR ?= $(HOME)/rerec-runs/fidelity-smollm2-cpu
+EXPERIMENT_WORKDIR ?=
 experiment: install
 	REREC_WORKDIR=$(EXPERIMENT_WORKDIR) $(BIN)/python benchmarks/experiment.py --config $(EXPERIMENT_CONFIG)
 

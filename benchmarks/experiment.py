@@ -46,7 +46,8 @@ def flags(options: dict[str, Any]) -> list[str]:
 
 def rerec(workdir: Path, *args: str) -> None:
     """Run one step. An RL run goes on from its last checkpoint when a killed experiment left
-    one (`train --resume`), else starts (`--resume` refuses a run with nothing to resume)."""
+    one (`train --resume`), else starts (`--resume` refuses a run with nothing to resume, or one
+    that cannot resume)."""
     command = [sys.executable, "-m", "rerec_cli", "--workdir", str(workdir), *args]
     print("+ rerec " + " ".join(args), flush=True)
     started = time.perf_counter()
@@ -54,7 +55,8 @@ def rerec(workdir: Path, *args: str) -> None:
         tried = subprocess.run([*command, "--resume"], stderr=subprocess.PIPE, text=True)
         sys.stderr.write(tried.stderr)
         if tried.returncode != 0:
-            if "nothing to resume" not in tried.stderr:
+            fresh = ("nothing to resume", "--resume cannot continue")
+            if not any(reason in tried.stderr for reason in fresh):
                 raise subprocess.CalledProcessError(tried.returncode, command)
             subprocess.run(command, check=True)
     else:

@@ -7,12 +7,14 @@ candidate title is scored by the model's total log-probability as the continuati
 the share of queries whose best-scored title is the right one (chance: 1 in 20). Layouts:
 
 - ``compact`` / ``index`` / ``none``: the prompt's layout (`--candidate-facts`), the target as
-  the sft writes it ("The user wants a film directed by John Woo.\\n\\n" then the title);
+  the sft writes it for compact prompts ("The user wants a film directed by John Woo.\\n\\n"
+  then the title; for index prompts the sft now writes the index line first, which is what
+  ``index-echo`` forces);
 - ``compact-echo`` / ``index-echo``: the same prompt, the forced text ending with the index
   line for the wanted value ("Candidates by director:\\n- John Woo:"), so that in the index
   layout the right title is what follows that same text in the prompt (a copy).
 
-    python benchmarks/lookup_probe.py --workdir ~/rerec-runs/fidelity-smollm2-cpu \\
+    python benchmarks/lookup_probe.py --workdir ~/rerec-runs/fidelity-smollm2-cpu-compact \\
         --model smollm2-135m --per-family 15 --layouts compact,index,compact-echo,index-echo
 
 ``--model`` is a model artifact, a policy with full weights (an sft) or a folder.
@@ -92,7 +94,7 @@ def main() -> None:
         .join(graph.read("attributes"), on="attr_id")
         .select("item_id", "attr_id", "relation", "value")
     )
-    targets = write_completions(rows, facts, 0, "a film")
+    targets = write_completions(rows, facts, 0, "film")
     _, path = resolve_model(store, a.model)
     tok = AutoTokenizer.from_pretrained(path)
     net = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()

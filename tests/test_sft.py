@@ -142,6 +142,28 @@ def test_index_target_has_no_lookup_when_no_candidate_shows_the_wanted_value() -
     assert indexed == write_completion(q, FACTS, FixedChoice())
 
 
+def test_index_lookup_never_shows_a_line_without_the_answer() -> None:
+    # the graph says Annie Hall was directed by Woody Allen, but the prompt (which caps the
+    # values shown per relation) lists only Interiors under him: that line would not lead to it
+    q = query("simple", [cond("director", "Woody Allen")])
+    attrs = [shown(i) for i in (1, 2, 3, 4)]
+    attrs[0] = [a for a in attrs[0] if a["relation"] != "director"]
+    q |= {"text": "A Woody Allen film?", "candidate_attributes": attrs}
+    assert "- Woody Allen: Interiors (1978)" in render_user_message(q, candidate_facts="index")
+    paragraphs = write_completion(q, FACTS, FixedChoice(), layout="index").split("\n\n")
+    assert not any(p.startswith("Candidates by") for p in paragraphs)
+
+
+def test_interest_index_target_copies_the_genre_line_of_a_shared_genre() -> None:
+    facts = {**FACTS, 6: {"genre": ["Comedy"]}, 7: {"genre": ["Comedy"]}}
+    q = query("interest", [], positive=0, history=[6, 7, 3])
+    q |= {"text": "Next?", "candidate_attributes": [shown(i) for i in (1, 2, 3, 4)]}
+    paragraphs = write_completion(q, facts, FixedChoice(), layout="index").split("\n\n")
+    assert paragraphs[1] == "Candidates by genre:\n- Comedy: Annie Hall (1977)"
+    prompt = render_user_message(q, candidate_facts="index").split("\n")
+    assert all(line in prompt for line in paragraphs[1].split("\n"))
+
+
 def test_phrasing_depends_on_the_seed_only() -> None:
     q = query("simple", [cond("director", "Woody Allen"), cond("genre", "Comedy")])
     texts = {write_completion(q, FACTS, np.random.default_rng([s, 0])) for s in range(12)}

@@ -340,7 +340,12 @@ def _train_and_write(
     folder = run_dir(store, name, vid)
     # TRL reuses a step's generations for num_iterations updates from a buffer that no
     # checkpoint holds, so a resumed run would train on other rollouts than an unbroken one
-    reused = int(cfg.trl.get("num_iterations", 1)) > 1
+    try:
+        reused = int(cfg.trl.get("num_iterations", 1)) > 1
+    except (TypeError, ValueError):
+        raise UserError(
+            f"--trl num_iterations: expected a whole number, got {cfg.trl['num_iterations']!r}"
+        ) from None
     if resume and reused:
         raise UserError(
             "--resume cannot continue a run with --trl num_iterations>1 (the reused generations "
@@ -364,15 +369,16 @@ def _train_and_write(
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
-        saved = trainer.save_checkpoint_now()
+        # a run that reuses generations cannot resume: nothing worth saving
+        saved = not reused and trainer.save_checkpoint_now()
         dist.wait_for_everyone()
-        if not saved:
-            raise UserError("interrupted before the first step; nothing to resume") from None
         if reused:
             raise UserError(
                 f"interrupted at step {trainer.state.global_step}; rerun the same command to "
                 "start again (--resume cannot continue a run with num_iterations>1)"
             ) from None
+        if not saved:
+            raise UserError("interrupted before the first step; nothing to resume") from None
         raise UserError(
             f"interrupted at step {trainer.state.global_step}; checkpoint saved in {folder}; "
             "rerun the same command with --resume to continue"

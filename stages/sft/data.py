@@ -161,16 +161,17 @@ def _shared_taste(history: Sequence[int], facts: Facts) -> list[tuple[str, str, 
     return sorted(shared, key=lambda t: (-t[2], rank[t[0]], t[1]))[:3]
 
 
-def _lookup(q: Mapping[str, Any], wants: Sequence[tuple[str, str]]) -> str | None:
-    """The prompt's index lines (`stages.llm.prompts.index_block`) for the wanted values that
-    some candidate has, relations in the order first wanted; None when there are none."""
+def _lookup(q: Mapping[str, Any], wants: Sequence[tuple[str, str]], answer: str) -> str | None:
+    """The prompt's index lines (`stages.llm.prompts.index_block`) for the wanted values whose
+    line lists the answer (the prompt shows at most a few values per relation, so a fact of the
+    graph may be missing there), relations in the order first wanted; None when there are none."""
     index = candidate_index(
         q["candidate_titles"], q.get("candidate_attributes") or [], shown_relations(q, "index")
     )
     wanted: dict[str, dict[str, list[str]]] = {}
     for relation, value in wants:
         holders = index.get(relation, {}).get(value)
-        if holders:
+        if holders and answer in holders:
             wanted.setdefault(relation, {})[value] = holders
     if not wanted:
         return None
@@ -205,7 +206,7 @@ def write_completion(
         wants = conditions_wanted(q["conditions"] or [])
     met = [(r, v) for r, v in wants if _has(pos_facts, r, v)]
     if layout == "index":
-        lookup = _lookup(q, met)
+        lookup = _lookup(q, met, titles[pos])
         if lookup:
             paragraphs.append(lookup)
     if met:
