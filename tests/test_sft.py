@@ -117,16 +117,12 @@ def shown(item: int) -> list[dict]:
     return [{"relation": r, "value": v} for r, vs in FACTS[item].items() for v in vs]
 
 
-def test_index_target_copies_the_prompts_index_lines_before_naming_the_answer() -> None:
+def test_index_target_copies_the_prompts_most_selective_index_line_before_the_answer() -> None:
     q = query("simple", [cond("director", "Woody Allen"), cond("genre", "Comedy")])
     q |= {"text": "A Woody Allen comedy?", "candidate_attributes": [shown(i) for i in (1, 2, 3, 4)]}
     paragraphs = write_completion(q, FACTS, FixedChoice(), layout="index").split("\n\n")
-    assert paragraphs[1] == (
-        "Candidates by director:\n"
-        "- Woody Allen: Annie Hall (1977), Interiors (1978)\n"
-        "Candidates by genre:\n"
-        "- Comedy: Annie Hall (1977)"
-    )
+    # Woody Allen's line lists two candidates, Comedy's one: the narrower line is copied
+    assert paragraphs[1] == "Candidates by genre:\n- Comedy: Annie Hall (1977)"
     # line for line what the index prompt shows, so the title after "- Comedy:" is a copy
     prompt = render_user_message(q, candidate_facts="index").split("\n")
     assert all(line in prompt for line in paragraphs[1].split("\n"))
@@ -162,6 +158,24 @@ def test_interest_index_target_copies_the_genre_line_of_a_shared_genre() -> None
     assert paragraphs[1] == "Candidates by genre:\n- Comedy: Annie Hall (1977)"
     prompt = render_user_message(q, candidate_facts="index").split("\n")
     assert all(line in prompt for line in paragraphs[1].split("\n"))
+
+
+@pytest.mark.parametrize("holders, shown_line", [(4, True), (5, False)])
+def test_index_lookup_only_when_the_line_narrows_the_choice(holders, shown_line) -> None:
+    titles = [f"Film {n} (1990)" for n in range(6)]
+    facts = {n: {"genre": ["Comedy" if n < holders else "Drama"]} for n in range(6)}
+    q = query("simple", [cond("genre", "Comedy")])
+    q |= {
+        "text": "A comedy?",
+        "candidate_item_ids": list(range(6)),
+        "candidate_titles": titles,
+        "candidate_attributes": [
+            [{"relation": "genre", "value": facts[n]["genre"][0]}] for n in range(6)
+        ],
+    }
+    paragraphs = write_completion(q, facts, FixedChoice(), layout="index").split("\n\n")
+    line = "Candidates by genre:\n- Comedy: " + ", ".join(titles[:holders])
+    assert (line in paragraphs) is shown_line
 
 
 def test_phrasing_depends_on_the_seed_only() -> None:

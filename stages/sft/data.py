@@ -13,10 +13,10 @@ targets here are what a careful recommender would write, built from the graph's 
 4. ``\\boxed{Title (Year)}`` with the candidate's title as the prompt shows it.
 
 With the index layout (`--candidate-facts index`), a lookup paragraph comes between 1 and 2:
-the prompt's own index lines for the wanted values ("Candidates by director:" then "- Woody
-Allen: Annie Hall (1977)"), so that the title the target names next follows, in the target,
-the same text it follows in the prompt: a copy, which a small model does far better than a
-search (`benchmarks/lookup_probe.py`, index-echo).
+the prompt's own index line for the wanted value that narrows the candidates most ("Candidates
+by director:" then "- Woody Allen: Annie Hall (1977)"), so that the title the target names next
+follows, in the target, the same text it follows in the prompt: a copy, which a small model does
+far better than a search (`benchmarks/lookup_probe.py`, index-echo).
 
 Paragraphs are separated by blank lines, as the prompt asks. Each query's phrasing is chosen by
 a generator seeded with (seed, the query's position in query-id order), so the targets are a
@@ -161,21 +161,28 @@ def _shared_taste(history: Sequence[int], facts: Facts) -> list[tuple[str, str, 
     return sorted(shared, key=lambda t: (-t[2], rank[t[0]], t[1]))[:3]
 
 
+# A lookup line helps when it narrows the choice to a few candidates; a genre shared by ten is
+# a long line (up to ~150 tokens) that a model must copy and still choose from.
+LOOKUP_MAX_HOLDERS = 4
+
+
 def _lookup(q: Mapping[str, Any], wants: Sequence[tuple[str, str]], answer: str) -> str | None:
-    """The prompt's index lines (`stages.llm.prompts.index_block`) for the wanted values whose
-    line lists the answer (the prompt shows at most a few values per relation, so a fact of the
-    graph may be missing there), relations in the order first wanted; None when there are none."""
+    """The prompt's index line (`stages.llm.prompts.index_block`) of the wanted value that lists
+    the answer among the fewest candidates (ties: the first wanted), when it lists at most
+    LOOKUP_MAX_HOLDERS; None otherwise. Only a line that lists the answer counts: the prompt
+    shows a few values per relation, so a fact of the graph may be missing there."""
     index = candidate_index(
         q["candidate_titles"], q.get("candidate_attributes") or [], shown_relations(q, "index")
     )
-    wanted: dict[str, dict[str, list[str]]] = {}
+    best: tuple[str, str, list[str]] | None = None
     for relation, value in wants:
         holders = index.get(relation, {}).get(value)
-        if holders and answer in holders:
-            wanted.setdefault(relation, {})[value] = holders
-    if not wanted:
+        if holders and answer in holders and (best is None or len(holders) < len(best[2])):
+            best = (relation, value, holders)
+    if best is None or len(best[2]) > LOOKUP_MAX_HOLDERS:
         return None
-    return "\n".join(index_block(relation, values) for relation, values in wanted.items())
+    relation, value, holders = best
+    return index_block(relation, {value: holders})
 
 
 def write_completion(
