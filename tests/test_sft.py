@@ -205,6 +205,29 @@ def test_sft_and_rl_halves_of_the_train_split_are_disjoint(toy) -> None:
         assert sft.filter(pl.col("family") == fam).height == (n + 1) // 2
 
 
+def test_index_examples_copy_lines_of_their_own_prompt(toy) -> None:
+    """The stage renders index prompts and lookup targets from the same query rows."""
+    from stages.sft.config import SFTConfig
+    from stages.sft.stage import build_examples
+
+    store, _ = toy
+    queries = store.resolve("queries")
+    train = read_split(queries, "train", part="sft")
+    examples = build_examples(
+        train, store.input_of(queries, "graph"), SFTConfig(candidate_facts="index")
+    )
+    looked_up = 0
+    for prompt, completion in zip(examples["prompt"], examples["completion"], strict=True):
+        user = json.loads(prompt)[-1]["content"].split("\n")
+        lookup = [p for p in completion.split("\n\n") if p.startswith("Candidates by ")]
+        for paragraph in lookup:
+            assert all(line in user for line in paragraph.split("\n")), (paragraph, user)
+            answer = completion.rsplit("\\boxed{", 1)[1].rstrip("}")
+            assert answer in paragraph
+        looked_up += bool(lookup)
+    assert looked_up > 0
+
+
 def test_sft_writes_a_policy_that_train_eval_and_transformers_start_from(toy, monkeypatch) -> None:
     store, model = toy
     r = invoke(
