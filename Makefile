@@ -1,4 +1,4 @@
-# Common chains. `make demo` sets up and runs the pipeline on the embedded default data;
+# Common chains. `make demo` sets up and runs the pipeline on the default real data (fetched);
 # `make test` sets up and runs the tests. Both create the virtualenv on first use.
 
 PYTHON  ?= python3
