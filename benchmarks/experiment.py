@@ -141,6 +141,7 @@ def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
             },
             "by_family_n": {label[f]: rows[(f, "accuracy")]["n"] for f in fams},
             "n": acc["n"],
+            "answers": answer_counts(store.resolve(name).read("predictions")),
         }
 
     runs = {"base": summary("eval-base"), "sft": summary("eval-sft")}
@@ -155,12 +156,21 @@ def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         # what chose the sft recipe: its valid-split figures (the test split is never looked at)
         "sft_valid": {k: v for k, v in (sft_valid or {}).items() if not k.startswith("by_")},
         "baselines": {
-            b: {k: v for k, v in (summary(f"eval-{b}") or {}).items() if k != "valid_format"}
+            b: {
+                k: v
+                for k, v in (summary(f"eval-{b}") or {}).items()
+                if k not in ("valid_format", "answers")
+            }
             for b in cfg.get("baselines", [])
             if store.exists(f"eval-{b}")
         },
     }
     out["curves"] = curves(store, cfg)
+    out["groups"] = {
+        run: group_counts(store.resolve(f"policy-{run}").read("rollouts"))
+        for run in cfg["runs"]
+        if store.exists(f"policy-{run}")
+    }
     for key, against in (("paired_vs_sft", "sft"), ("paired_vs_grpo", "sft-grpo")):
         if not store.exists(f"eval-{against}"):
             continue
@@ -175,6 +185,56 @@ def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
                 "ci": [round(x, 4) for x in d["ci"]],
                 "n": d["n"],
             }
+    return out
+
+
+def answer_counts(predictions: Any) -> dict[str, dict[str, int]]:
+    """Per family and over all: answers, boxed ones (a `\\boxed{}`: the format term is
+    positive, as eval's valid format counts it), boxed ones that name a candidate (resolved to
+    an item), and right ones."""
+    import polars as pl
+
+    pred = predictions.with_columns(
+        boxed=pl.col("format") > 0, candidate=pl.col("predicted_item_ids").list.len() > 0
+    )
+    counts = [
+        pl.len().alias("n"),
+        pl.col("boxed").sum(),
+        (pl.col("boxed") & pl.col("candidate")).sum().alias("candidate"),
+        pl.col("correct").sum(),
+    ]
+    out = {
+        r.pop("family"): {k: int(v) for k, v in r.items()}
+        for r in pred.group_by("family").agg(counts).sort("family").iter_rows(named=True)
+    }
+    out["all"] = {k: int(v) for k, v in pred.select(counts).row(0, named=True).items()}
+    return out
+
+
+def group_counts(rollouts: Any) -> dict[str, dict[str, int]]:
+    """Per family and over all, the prompt groups of an RL run (one query at one step): how
+    many, how many had rewards that differ (what GRPO learns from), how many mixed right and
+    wrong answers, were all right, all wrong."""
+    import polars as pl
+
+    groups = rollouts.group_by("step", "query_id").agg(
+        pl.col("family").first(),
+        spread=pl.col("reward").max() - pl.col("reward").min(),
+        right=pl.col("correct").sum(),
+        size=pl.len(),
+    )
+    counts = [
+        pl.len().alias("groups"),
+        (pl.col("spread") > 1e-9).sum().alias("spread"),
+        ((pl.col("right") > 0) & (pl.col("right") < pl.col("size"))).sum().alias("mixed"),
+        (pl.col("right") == pl.col("size")).sum().alias("all_right"),
+        (pl.col("right") == 0).sum().alias("all_wrong"),
+    ]
+    out = {
+        r.pop("family"): {k: int(v) for k, v in r.items()}
+        for r in groups.group_by("family").agg(counts).sort("family").iter_rows(named=True)
+    }
+    out["all"] = {k: int(v) for k, v in groups.select(counts).row(0, named=True).items()}
     return out
 
 
