@@ -188,6 +188,16 @@ def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def per_family(frame: Any, counts: list[Any]) -> dict[str, dict[str, int]]:
+    """The `counts` expressions per family (sorted) and over all rows ("all")."""
+    out = {
+        r.pop("family"): {k: int(v) for k, v in r.items()}
+        for r in frame.group_by("family").agg(counts).sort("family").iter_rows(named=True)
+    }
+    out["all"] = {k: int(v) for k, v in frame.select(counts).row(0, named=True).items()}
+    return out
+
+
 def answer_counts(predictions: Any) -> dict[str, dict[str, int]]:
     """Per family and over all: answers, boxed ones (a `\\boxed{}`: the format term is
     positive, as eval's valid format counts it), boxed ones that name a candidate (resolved to
@@ -203,12 +213,7 @@ def answer_counts(predictions: Any) -> dict[str, dict[str, int]]:
         (pl.col("boxed") & pl.col("candidate")).sum().alias("candidate"),
         pl.col("correct").sum(),
     ]
-    out = {
-        r.pop("family"): {k: int(v) for k, v in r.items()}
-        for r in pred.group_by("family").agg(counts).sort("family").iter_rows(named=True)
-    }
-    out["all"] = {k: int(v) for k, v in pred.select(counts).row(0, named=True).items()}
-    return out
+    return per_family(pred, counts)
 
 
 def group_counts(rollouts: Any) -> dict[str, dict[str, int]]:
@@ -230,12 +235,7 @@ def group_counts(rollouts: Any) -> dict[str, dict[str, int]]:
         (pl.col("right") == pl.col("size")).sum().alias("all_right"),
         (pl.col("right") == 0).sum().alias("all_wrong"),
     ]
-    out = {
-        r.pop("family"): {k: int(v) for k, v in r.items()}
-        for r in groups.group_by("family").agg(counts).sort("family").iter_rows(named=True)
-    }
-    out["all"] = {k: int(v) for k, v in groups.select(counts).row(0, named=True).items()}
-    return out
+    return per_family(groups, counts)
 
 
 # per-step columns of a policy's training log kept in the results (RL runs), and of the sft log
