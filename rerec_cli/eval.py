@@ -30,6 +30,12 @@ from stages.eval.config import EvalConfig
 )
 def eval_command(
     cfg: EvalConfig,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Go on from the answers an interrupted run of this eval saved."
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Re-evaluate even if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False,
@@ -60,6 +66,7 @@ def eval_command(
             state.store,
             cfg,
             force=force,
+            resume=resume,
             command=command_line(),
             on_batch=None if quiet else on_batch,
             on_prompts=None if quiet else print_prompt_tokens,

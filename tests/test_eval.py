@@ -290,3 +290,79 @@ def test_recommend_answers_from_the_catalogue(toy, monkeypatch) -> None:
     assert {m["value"] for m in turns[1]["request_attributes"]} >= {"Director 2", "Comedy"}
     r = cli(store, monkeypatch, "recommend")
     assert r.exit_code == 2 and "give a request" in r.stderr
+
+
+def test_an_interrupted_eval_resumes_to_what_an_unbroken_one_writes(toy, monkeypatch) -> None:
+    """Batches are saved as they finish; `--resume` takes them instead of generating them again
+    and writes the answers an unbroken run writes, sampled ones included (each batch draws from
+    its own seed). The run folder goes once the artifact is written."""
+    import stages.llm.generation as generation
+
+    store, _ = toy
+    settings = {"policy": "policy", "max_new_tokens": 12, "batch_size": 3, "temperature": 1.0}
+    whole = evaluate(store, EvalConfig(**settings, output="eval-unbroken")).artifact
+    n = whole.manifest.metrics["queries"]
+    batches = -(-n // 3)
+    assert batches >= 3
+
+    cfg = EvalConfig(**settings, output="eval-resumed")
+
+    def stop_after_two(done: int, total: int) -> None:
+        if done >= 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(UserError, match=f"interrupted after 6 of {n} answers.*--resume"):
+        evaluate(store, cfg, on_batch=stop_after_two)
+    assert not store.exists("eval-resumed")
+    (folder,) = (store.root / ".runs").glob("eval-resumed-*")
+    assert sorted(p.name for p in folder.glob("batch-*")) == [
+        "batch-00000.parquet",
+        "batch-00001.parquet",
+    ]
+
+    generated: list[int] = []
+    load = generation.load_generator
+
+    def counting_loader(*args, **kwargs):
+        gen = load(*args, **kwargs)
+        generate = gen.model.generate
+
+        def counted(**batch):
+            generated.append(batch["input_ids"].shape[0])
+            return generate(**batch)
+
+        gen.model.generate = counted
+        return gen
+
+    monkeypatch.setattr(generation, "load_generator", counting_loader)
+    resumed = evaluate(store, cfg, resume=True).artifact
+    assert len(generated) == batches - 2 and sum(generated) == n - 6
+    want, got = whole.read("predictions"), resumed.read("predictions")
+    assert got.equals(want)
+    assert want["completion"].n_unique() > 1  # sampled answers, not one repeated string
+    assert resumed.read("metrics").equals(whole.read("metrics"))
+    assert not folder.exists()
+
+
+def test_resume_refuses_what_it_cannot_continue(toy, monkeypatch) -> None:
+    store, _ = toy
+    r = cli(store, monkeypatch, "eval", "--output", "eval-none", "--resume", "-q")
+    assert r.exit_code == 2 and "nothing to resume" in r.stderr, r.output
+    r = cli(store, monkeypatch, "eval", "--baseline", "random", "--resume")
+    assert r.exit_code == 2 and "nothing to resume" in r.stderr, r.output
+    # answers saved from other prompts (another rerec's renderer) are not mixed in
+    cfg = EvalConfig(policy="policy", max_new_tokens=8, batch_size=3, output="eval-stale")
+
+    def stop(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(UserError, match="interrupted after 3 of"):
+        evaluate(store, cfg, on_batch=stop)
+    (folder,) = (store.root / ".runs").glob("eval-stale-*")
+    (folder / "fingerprint.json").write_text('{"sha256": "0"}')
+    with pytest.raises(UserError, match="other prompts or settings"):
+        evaluate(store, cfg, resume=True)
+    assert (folder / "batch-00000.parquet").is_file()  # refused, nothing deleted
+    # without --resume the run starts again and cleans up after itself
+    assert evaluate(store, cfg).artifact.manifest.metrics["queries"] > 3
+    assert not folder.exists()

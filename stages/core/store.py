@@ -8,6 +8,8 @@ Layout under the workdir::
     <name>/latest -> <version>       symlink, moved only after a successful write
     <name>/.tmp-<pid>-<version>-<r>  a write in progress (or one that was killed)
     .locks/<name>.lock               held (flock) by the process writing <name>
+    .runs/<name>-<version>/          what a long stage saved on its way to <version> (RL
+                                     checkpoints, an eval's finished batches), for a resume
     .verified/<name>/<version>.json  size and mtime of each file when its hash last matched
 
 The version id is a hash of the artifact name, schema version, resolved config and the content
@@ -276,6 +278,19 @@ class ArtifactStore(Lineage):
             os.replace(tmp, path)
 
     # ----------------------------------------------------------------- writing
+    def planned_version(
+        self, name: str, *, config: BaseModel | Mapping[str, Any], inputs: Sequence[Artifact] = ()
+    ) -> str:
+        """The version id `build` with this config and these inputs writes."""
+        refs = [a.as_input() for a in inputs]
+        return version_id(name, schema_for(name).version, config_dict(config), refs)
+
+    def run_folder(self, name: str, vid: str) -> Path:
+        """``<workdir>/.runs/<name>-<vid>``: what a long stage saves on its way to version
+        ``vid`` of ``name``, so that an interrupted run can resume."""
+        check_name(name)
+        return self.root / ".runs" / f"{name}-{vid}"
+
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """Hold the write lock of artifact ``name`` (see `hold_lock`)."""

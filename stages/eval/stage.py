@@ -17,6 +17,7 @@ Baselines answer without an LLM and go through the same parsing and scoring (the
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +37,7 @@ from stages.llm.prompts import (
     token_stats,
     token_stats_metrics,
 )
+from stages.llm.saved import SavedBatches, has_saved
 from stages.queries.reader import read_split
 from stages.rewards.dual_graph import RewardIndex, RewardWeights
 
@@ -83,12 +85,18 @@ def evaluate(
     cfg: EvalConfig,
     *,
     force: bool = False,
+    resume: bool = False,
     command: str | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     on_prompts: Callable[[pl.DataFrame], None] | None = None,
 ) -> BuildResult:
     """Evaluate and store the `eval` artifact; ``on_prompts`` receives the prompts' token counts
-    per family (`prompt_token_stats`) once they are rendered (not for baselines)."""
+    per family (`prompt_token_stats`) once they are rendered (not for baselines).
+
+    An LLM's answers are saved batch by batch in the run folder (`SavedBatches`) while it
+    generates; interrupted, the eval says so, and ``resume`` takes the saved batches instead of
+    generating them again (refused when nothing is saved). The folder goes once the artifact is
+    written."""
     queries = store.resolve(cfg.queries, kind="queries")
     graph = store.input_of(queries, "graph")
     cf = optional_cf(store, cfg.cf, graph)
@@ -96,8 +104,11 @@ def evaluate(
     inputs: list[Artifact] = [queries, graph, *([cf] if cf else [])]
     config: dict[str, Any] = cfg.model_dump(mode="json")
     gen = None
+    saved: SavedBatches | None = None
 
     if cfg.source == "baseline":
+        if resume:
+            raise UserError("--resume: a baseline generates nothing (nothing to resume)")
         warnings = store.check_mismatch(inputs, allow=cfg.allow_mismatch)
         label = str(cfg.baseline)
         k, options = cfg.k or 1, prompt_options({})
@@ -138,6 +149,11 @@ def evaluate(
         # a rerun returns before the model loads (and its adapter merges)
         if not force and (done := store.built(name, config=config, inputs=inputs)) is not None:
             return done
+        folder = store.run_folder(name, store.planned_version(name, config=config, inputs=inputs))
+        if resume and (cfg.use_vllm or not has_saved(folder)):
+            raise UserError(f"--resume: no saved answers in {folder} (nothing to resume)")
+        if not cfg.use_vllm:  # vLLM answers every prompt in one call: nothing to save
+            saved = SavedBatches(folder, resume=resume)
         from stages.llm.generation import load_generator  # torch, transformers: only to generate
 
         gen = load_generator(
@@ -163,7 +179,7 @@ def evaluate(
                 if on_batch is not None:
                     on_batch(done[0], len(conversations))
 
-            completions, tokens = run_generation(gen, conversations, cfg, progress)
+            completions, tokens = run_generation(gen, conversations, cfg, progress, saved)
         index = RewardIndex.from_tables(
             graph.read("item_attributes").select("item_id", "attr_id"),
             cf.read("item_embeddings") if cf else None,
@@ -196,19 +212,34 @@ def evaluate(
             },
         )
 
-    return store.build(
-        name,
-        config=config,
-        inputs=inputs,
-        build=build,
-        force=force,
-        command=command,
-        warnings=warnings,
-    )
+    try:
+        result = store.build(
+            name,
+            config=config,
+            inputs=inputs,
+            build=build,
+            force=force,
+            command=command,
+            warnings=warnings,
+        )
+    except KeyboardInterrupt:
+        if saved is None or not saved.answers:
+            raise UserError("interrupted before a batch finished; nothing to resume") from None
+        raise UserError(
+            f"interrupted after {saved.answers} of {df.height} answers; they are saved in "
+            f"{saved.folder}; rerun the same command with --resume to continue"
+        ) from None
+    if saved is not None:
+        shutil.rmtree(saved.folder, ignore_errors=True)
+    return result
 
 
 def run_generation(
-    gen: Any, conversations: list, cfg: EvalConfig, progress: Callable[[int], None]
+    gen: Any,
+    conversations: list,
+    cfg: EvalConfig,
+    progress: Callable[[int], None],
+    saved: SavedBatches | None = None,
 ) -> tuple[list[str], list[int]]:
     from stages.llm.generation import generate, generate_vllm
 
@@ -231,4 +262,5 @@ def run_generation(
         temperature=cfg.temperature,
         seed=cfg.seed,
         on_batch=progress,
+        saved=saved,
     )

@@ -9,6 +9,7 @@ default; vLLM when asked and installed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from stages.core.errors import UserError
 from stages.core.store import ArtifactStore
 from stages.llm.answers import parse_boxed
 from stages.llm.models import require_vllm, resolve_model
+from stages.llm.saved import SavedBatches, fingerprint
 
 
 @dataclass
@@ -219,9 +221,17 @@ def generate(
     seed: int = 0,
     on_batch: Any = None,
     stop_at_box: bool = True,
+    saved: SavedBatches | None = None,
 ) -> tuple[list[str], list[int]]:
     """Completions (text, token count) of each conversation, in input order. With
-    ``stop_at_box`` each ends at the token that closes its first box (`BoxStop`)."""
+    ``stop_at_box`` each ends at the token that closes its first box (`BoxStop`).
+
+    The batches are the prompts sorted by length (longest first, ties in input order), cut
+    every ``batch_size``; batch n samples from its own seed (`batch_seed`). So each batch's
+    answers depend on its own prompts only, and with ``saved`` finished batches are saved as
+    they finish and saved ones are taken instead of generated (an interrupted eval resumes
+    and writes what an unbroken one writes). ``on_batch(n)`` after each batch, saved ones
+    included."""
     tok = gen.tokenizer
     prompts = [
         tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
@@ -231,10 +241,28 @@ def generate(
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     texts: list[str] = [""] * len(prompts)
     counts: list[int] = [0] * len(prompts)
-    torch.manual_seed(seed)
     sample = temperature > 0
-    for start in range(0, len(order), batch_size):
+    if saved is not None:
+        saved.open(
+            fingerprint(
+                prompts,
+                batch_size=batch_size,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed,
+                stop_at_box=stop_at_box,
+            )
+        )
+    for number, start in enumerate(range(0, len(order), batch_size)):
         idx = order[start : start + batch_size]
+        done = saved.get(number, idx) if saved is not None else None
+        if done is not None:
+            for i, text, count in zip(idx, *done, strict=True):
+                texts[i], counts[i] = text, count
+            if on_batch is not None:
+                on_batch(len(idx))
+            continue
+        torch.manual_seed(batch_seed(seed, number))
         batch = tok(
             [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
         ).to(gen.device)
@@ -261,9 +289,18 @@ def generate(
                     ids = ids[: ids.index(tok.eos_token_id) + 1]
             texts[i] = tok.decode(ids, skip_special_tokens=True)
             counts[i] = len(ids)
+        if saved is not None:
+            saved.put(number, idx, [texts[i] for i in idx], [counts[i] for i in idx])
         if on_batch is not None:
             on_batch(len(idx))
     return texts, counts
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    """The torch seed of batch ``batch`` of a generation seeded ``seed``: its own stream, so a
+    batch samples the same whether the batches before it ran or were resumed from disk."""
+    digest = hashlib.sha256(f"{seed}/{batch}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @contextlib.contextmanager

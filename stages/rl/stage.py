@@ -41,7 +41,6 @@ from stages.core.artifact import Artifact, ArtifactWriter, BuildResult
 from stages.core.devices import pick_device
 from stages.core.errors import UserError
 from stages.core.extra_args import check_extra, check_extras
-from stages.core.manifest import version_id
 from stages.core.store import ArtifactStore
 from stages.core.tracking import keep_tensorboard_logs, report_to
 from stages.llm.generation import load_model_folder, quiet_libraries, resolve_precision
@@ -90,10 +89,6 @@ def batch_layout(cfg: TrainConfig, world: int) -> tuple[int, int]:
             f"{cfg.num_generations} / {world} processes)"
         )
     return micro, per_process // micro
-
-
-def run_dir(store: ArtifactStore, name: str, vid: str) -> Path:
-    return store.root / ".runs" / f"{name}-{vid}"
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -290,10 +285,8 @@ def train_policy(
     }
     if not force and (done := store.built(name, config=config, inputs=art_inputs)) is not None:
         return done
-    from schemas import schema_for
-
     # the run folder (checkpoints, resumable) is named by the version the run will write
-    vid = version_id(name, schema_for(name).version, config, [a.as_input() for a in art_inputs])
+    vid = store.planned_version(name, config=config, inputs=art_inputs)
 
     dist = PartialState(cpu=device == "cpu")
     # The main process holds the artifact's write lock for the whole run: a second run of the
@@ -337,7 +330,7 @@ def _train_and_write(
     started = time.perf_counter()
     world = dist.num_processes
     batch_layout(cfg, world)  # a bad layout fails before anything is loaded
-    folder = run_dir(store, name, vid)
+    folder = store.run_folder(name, vid)
     # TRL reuses a step's generations for num_iterations updates from a buffer that no
     # checkpoint holds, so a resumed run would train on other rollouts than an unbroken one
     try:
