@@ -8,7 +8,7 @@ rerec ablations on the same test queries, then one report with paired bootstrap 
     python benchmarks/experiment.py --results          # print the table from what is done
 
 Each step is a `rerec` command whose artifact is skipped when it exists, so a killed run
-(Ctrl-C, a reboot) continues where it stopped; RL runs also resume from their checkpoints,
+(Ctrl-C, a reboot) continues where it stopped; sft and RL runs also resume from their checkpoints,
 an LLM's eval from the batches it finished.
 The workdir is `REREC_WORKDIR` (default `~/rerec-runs/<name>`), outside the checkout.
 """
@@ -46,13 +46,13 @@ def flags(options: dict[str, Any]) -> list[str]:
 
 
 def rerec(workdir: Path, *args: str) -> None:
-    """Run one step. An RL run goes on from its last checkpoint when a killed experiment left
-    one (`train --resume`), an LLM's eval from the batches it saved (`eval --resume`), else
+    """Run one step. An sft or RL run goes on from its last checkpoint when a killed experiment
+    left one (`--resume`), an LLM's eval from the batches it saved (`eval --resume`), else
     starts (`--resume` refuses a run with nothing to resume, or one that cannot resume)."""
     command = [sys.executable, "-m", "rerec_cli", "--workdir", str(workdir), *args]
     print("+ rerec " + " ".join(args), flush=True)
     started = time.perf_counter()
-    if args[0] == "train" or (args[0] == "eval" and "--baseline" not in args):
+    if args[0] in ("sft", "train") or (args[0] == "eval" and "--baseline" not in args):
         tried = subprocess.run([*command, "--resume"], stderr=subprocess.PIPE, text=True)
         sys.stderr.write(tried.stderr)
         if tried.returncode != 0:

@@ -30,6 +30,9 @@ def sft_command(
     cfg: SFTConfig,
     trl: TrlOption = None,
     peft: PeftOption = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the run's last checkpoint.")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Retrain even if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -44,6 +47,7 @@ def sft_command(
             state.store,
             cfg,
             force=force,
+            resume=resume,
             command=command_line(),
             on_step=on_step,
             on_prompts=None if quiet else print_prompt_tokens,

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from stages.core.store import ArtifactStore
 from stages.llm.prompts import render_user_message
@@ -287,3 +288,42 @@ def test_examples_longer_than_max_length_are_refused_not_cut(toy, monkeypatch, m
     assert "sft examples are longer than --max-length 40 tokens" in r.output
     assert f"TRL would cut {lost} off: raise --max-length to" in r.output
     assert not store.exists("sft-cut")
+
+
+def test_an_interrupted_sft_resumes_to_what_an_unbroken_one_writes(toy, monkeypatch) -> None:
+    """Checkpoints every --save-steps; `--resume` continues from the newest and ends with the
+    weights and the step log of an unbroken run (LoRA dropout and data order included). The
+    run folder goes once the policy is written; the save interval is not part of the version."""
+    from safetensors.torch import load_file
+
+    from stages.core.errors import UserError
+    from stages.sft.config import SFTConfig
+    from stages.sft.stage import sft_policy
+
+    store, model = toy
+    base = {"model": str(model), "steps": 5, "batch_size": 2, "micro_batch": 1, "lr": 1e-3}
+    whole = sft_policy(store, SFTConfig(**base, save_steps=2, output="sft-whole")).artifact
+
+    def stop_at_step_3(row: dict, total: int) -> None:
+        if row["step"] == 3:
+            raise KeyboardInterrupt
+
+    cfg = SFTConfig(**base, save_steps=2, output="sft-resumed")
+    with pytest.raises(UserError, match="interrupted at step 3; the checkpoint of step 2 is in"):
+        sft_policy(store, cfg, on_step=stop_at_step_3)
+    assert not store.exists("sft-resumed")
+    (folder,) = (store.root / ".runs").glob("sft-resumed-*")
+    resumed = sft_policy(store, cfg.model_copy(update={"save_steps": 3}), resume=True).artifact
+    assert not folder.exists()
+    for weights in ("adapter/adapter_model.safetensors", "model/model.safetensors"):
+        want, got = load_file(whole.file(weights)), load_file(resumed.file(weights))
+        assert want.keys() == got.keys()
+        for key in want:
+            assert torch.equal(want[key], got[key]), (weights, key)
+    same = ["step", "epoch", "loss", "token_accuracy", "learning_rate", "grad_norm", "tokens"]
+    assert resumed.read("log").select(same).equals(whole.read("log").select(same))
+    assert resumed.manifest.config == {**whole.manifest.config, "output": "sft-resumed"}
+    # nothing to resume: one line, exit 2
+    r = invoke(store.root, monkeypatch, "sft", "--model", str(model), "--output", "sft-new",
+               "--resume", "-q")  # fmt: skip
+    assert r.exit_code == 2 and "nothing to resume" in r.stderr, r.output

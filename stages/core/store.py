@@ -291,6 +291,19 @@ class ArtifactStore(Lineage):
         check_name(name)
         return self.root / ".runs" / f"{name}-{vid}"
 
+    @staticmethod
+    def last_checkpoint(folder: Path, marker: str) -> Path | None:
+        """The newest complete ``checkpoint-N`` of a run folder: one that holds ``marker``,
+        which the stage writes after everything else (not `transformers.trainer_utils.
+        get_last_checkpoint`: that returns the highest-numbered folder even when a kill during
+        saving left it incomplete; this one resumes from the one before)."""
+        found = [
+            (int(p.name.rsplit("-", 1)[1]), p)
+            for p in folder.glob("checkpoint-*")
+            if p.name.rsplit("-", 1)[1].isdigit() and (p / marker).is_file()
+        ]
+        return max(found)[1] if found else None
+
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """Hold the write lock of artifact ``name`` (see `hold_lock`)."""

@@ -92,16 +92,9 @@ def batch_layout(cfg: TrainConfig, world: int) -> tuple[int, int]:
 
 
 def last_checkpoint(folder: Path) -> Path | None:
-    """The newest complete checkpoint of a run. Not `transformers.trainer_utils.
-    get_last_checkpoint`: that returns the highest-numbered `checkpoint-N` folder even when a
-    kill during saving left it without rerec's state file; this one skips such a folder and
-    resumes from the one before."""
-    found = [
-        (int(p.name.rsplit("-", 1)[1]), p)
-        for p in folder.glob("checkpoint-*")
-        if p.name.rsplit("-", 1)[1].isdigit() and (p / STATE_FILE).is_file()
-    ]
-    return max(found)[1] if found else None
+    """The newest checkpoint of a run that holds rerec's state file (`ArtifactStore.
+    last_checkpoint`)."""
+    return ArtifactStore.last_checkpoint(folder, STATE_FILE)
 
 
 def _load_model(path: str, device: str, precision: str):

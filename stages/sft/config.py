@@ -67,6 +67,14 @@ class SFTConfig(StageConfig):
     lora_alpha: int = Field(default=32, ge=1, description="LoRA alpha")
     lora_dropout: float = Field(default=0.05, ge=0, lt=1, description="LoRA dropout")
     seed: int = Field(default=0, description="seed of sampling, phrasing and training")
+    # Where a killed run can resume from; it changes no weight, so it is not part of the
+    # version (excluded from the dumped config).
+    save_steps: int = Field(
+        default=10,
+        ge=1,
+        exclude=True,
+        description="checkpoint every N steps, for --resume (not part of the version)",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="torch device")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         default="auto",

@@ -6,14 +6,22 @@ Reads like a recipe: the queries' train half (``--part sft``), targets written f
 The result is a `policy`-kind artifact whose `model/` folder holds full weights (the adapter
 merged into its base), so `rerec train --model sft` starts RL from it like from any model, and
 `rerec eval --policy sft` / `rerec recommend --policy sft` use it like any policy.
+
+A run checkpoints every ``save_steps`` into its run folder (`ArtifactStore.run_folder`; TRL's
+checkpoint plus `SFT_STATE`, the step log so far, written last), and ``--resume`` continues
+from the newest complete one: Transformers' Trainer restores the weights, optimizer, schedule and
+RNG and skips the examples already seen, so the result equals an unbroken run's (pinned by a
+test). The folder goes once the policy is written.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -22,14 +30,12 @@ from datasets import Dataset
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from schemas import schema_for
 from schemas.sft import EXAMPLES, SFT_LOG
 from stages.core.artifact import Artifact, ArtifactWriter, BuildResult
 from stages.core.devices import pick_device
 from stages.core.errors import UserError
 from stages.core.extra_args import check_extra, check_extras
-from stages.core.manifest import version_id
-from stages.core.store import ArtifactStore, scratch_dir
+from stages.core.store import ArtifactStore
 from stages.core.tracking import keep_tensorboard_logs, report_to
 from stages.llm.generation import load_model_folder, quiet_libraries
 from stages.llm.lora import lora_config, portable_adapter
@@ -67,11 +73,20 @@ def build_examples(train: pl.DataFrame, graph: Artifact, cfg: SFTConfig) -> pl.D
     )
 
 
-class StepLog(TrainerCallback):
-    """Loss, token accuracy, learning rate, gradient norm and tokens/s per optimizer step."""
+SFT_STATE = "rerec_sft_state.json"  # in a checkpoint: the step log so far; written last
 
-    def __init__(self, total: int, on_step: Callable[[dict[str, Any], int], None] | None):
-        self.rows: list[dict[str, Any]] = []
+
+class StepLog(TrainerCallback):
+    """Loss, token accuracy, learning rate, gradient norm and tokens/s per optimizer step;
+    saved into each checkpoint (`SFT_STATE`), so a resumed run's log has every step."""
+
+    def __init__(
+        self,
+        total: int,
+        on_step: Callable[[dict[str, Any], int], None] | None,
+        rows: list[dict[str, Any]] | None = None,
+    ):
+        self.rows: list[dict[str, Any]] = list(rows or [])
         self.total, self.on_step = total, on_step
         self._started = time.perf_counter()
         self._tokens = 0.0
@@ -101,6 +116,17 @@ class StepLog(TrainerCallback):
         if self.on_step is not None:
             self.on_step(row, self.total)
 
+    def on_save(self, args, state, control, **kw):
+        # the Trainer calls this once the checkpoint's own files are written
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            rows = [r for r in self.rows if r["step"] <= state.global_step]
+            (folder / SFT_STATE).write_text(json.dumps({"log": rows}))
+
+    @staticmethod
+    def saved_rows(checkpoint: Path) -> list[dict[str, Any]]:
+        return json.loads((checkpoint / SFT_STATE).read_text())["log"]
+
 
 def sft_args(
     cfg: SFTConfig, folder: str, steps: int, device: str, bf16: bool, run_name: str | None = None
@@ -121,7 +147,9 @@ def sft_args(
         use_cpu=device == "cpu",
         bf16=bf16,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,  # the one before stays until the newest is complete
         report_to=report_to(cfg.report_to),
         run_name=run_name,  # <artifact>-<version>: the run as trackers show it
         dataloader_num_workers=0,
@@ -151,12 +179,14 @@ def sft_policy(
     cfg: SFTConfig,
     *,
     force: bool = False,
+    resume: bool = False,
     command: str | None = None,
     on_step: Callable[[dict[str, Any], int], None] | None = None,
     on_prompts: Callable[[pl.DataFrame], None] | None = None,
 ) -> BuildResult:
     """Fine-tune on graph-written answers and store the policy. ``on_prompts`` receives the
-    prompts' token counts per family (`prompt_token_stats`) once they are rendered."""
+    prompts' token counts per family (`prompt_token_stats`) once they are rendered;
+    ``resume`` continues from the run folder's last checkpoint (refused when there is none)."""
     queries = store.resolve(cfg.queries, kind="queries")
     graph = store.input_of(queries, "graph")  # its facts write the targets
     model_art, model_path = resolve_model(store, cfg.model)
@@ -179,7 +209,13 @@ def sft_policy(
 
     check_extras(cfg, TRLConfig)  # so does a pass-through option that is not a field
 
-    vid = version_id(name, schema_for(name).version, config, [a.as_input() for a in inputs])
+    if not force and (done := store.built(name, config=config, inputs=inputs)) is not None:
+        return done
+    vid = store.planned_version(name, config=config, inputs=inputs)
+    folder = store.run_folder(name, vid)
+    checkpoint = store.last_checkpoint(folder, SFT_STATE) if resume else None
+    if resume and checkpoint is None:
+        raise UserError(f"--resume: no checkpoint in {folder} (nothing to resume)")
 
     def build(writer: ArtifactWriter) -> None:
         examples = build_examples(train, graph, cfg)
@@ -197,6 +233,8 @@ def sft_policy(
             precision,
             on_step,
             f"{name}-{vid}",
+            folder,
+            checkpoint,
         )
         writer.metrics["prompt_tokens"] = token_stats_metrics(prompt_tokens)
         if on_prompts is not None:
@@ -226,7 +264,7 @@ def sft_policy(
                 precision=precision,
             )
 
-    return store.build(
+    result = store.build(
         name,
         config=config,
         inputs=inputs,
@@ -235,6 +273,8 @@ def sft_policy(
         command=command,
         warnings=warnings,
     )
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
 
 
 def check_lengths(
@@ -275,9 +315,11 @@ def _fit(
     precision: str,
     on_step: Callable[[dict[str, Any], int], None] | None,
     run_name: str,
+    folder: Path,
+    checkpoint: Path | None,
 ) -> tuple[list[dict[str, Any]], int, float, pl.DataFrame]:
-    """Train and save the model into the artifact; the step log, tokens, seconds and the
-    prompts' token counts."""
+    """Train (in run folder ``folder``, from ``checkpoint`` when resuming) and save the model
+    into the artifact; the step log, tokens, seconds and the prompts' token counts."""
     from trl import SFTTrainer
 
     quiet_libraries()
@@ -296,29 +338,38 @@ def _fit(
         }
     )
     peft_config = lora_config(cfg)
-    log = StepLog(steps, on_step)
+    log = StepLog(steps, on_step, StepLog.saved_rows(checkpoint) if checkpoint else None)
+    if checkpoint is None:
+        shutil.rmtree(folder, ignore_errors=True)  # what a run without --resume left
+    folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    with scratch_dir(store, "sft") as folder:
-        trainer = SFTTrainer(
-            model=model,
-            args=sft_args(cfg, str(folder), steps, device, precision == "bf16", run_name),
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=[log],
-        )
-        for cb in (PrinterCallback, ProgressCallback):
-            trainer.remove_callback(cb)
-        started = time.perf_counter()
-        try:
-            trainer.train()
-        except KeyboardInterrupt:
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_args(cfg, str(folder), steps, device, precision == "bf16", run_name),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[log],
+    )
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    started = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except KeyboardInterrupt:
+        last = store.last_checkpoint(folder, SFT_STATE)
+        if last is None:
             raise UserError(
-                f"interrupted at step {trainer.state.global_step}; nothing was written "
-                "(rerun the same command)"
+                f"interrupted at step {trainer.state.global_step}, before the first checkpoint "
+                f"(every {cfg.save_steps} steps); nothing to resume"
             ) from None
-        seconds = time.perf_counter() - started
-        keep_tensorboard_logs(folder, store.root, run_name)
+        raise UserError(
+            f"interrupted at step {trainer.state.global_step}; the checkpoint of step "
+            f"{last.name.removeprefix('checkpoint-')} is in {folder}; rerun the same command "
+            "with --resume to continue from it"
+        ) from None
+    seconds = time.perf_counter() - started
+    keep_tensorboard_logs(folder, store.root, run_name)
     net = trainer.model
     if cfg.lora:
         net.save_pretrained(writer.file("adapter"), safe_serialization=True)
