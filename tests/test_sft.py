@@ -304,16 +304,25 @@ def test_an_interrupted_sft_resumes_to_what_an_unbroken_one_writes(toy, monkeypa
     base = {"model": str(model), "steps": 5, "batch_size": 2, "micro_batch": 1, "lr": 1e-3}
     whole = sft_policy(store, SFTConfig(**base, save_steps=2, output="sft-whole")).artifact
 
-    def stop_at_step_3(row: dict, total: int) -> None:
-        if row["step"] == 3:
-            raise KeyboardInterrupt
+    def stop_at(step: int):
+        def on_step(row: dict, total: int) -> None:
+            if row["step"] == step:
+                raise KeyboardInterrupt
+
+        return on_step
 
     cfg = SFTConfig(**base, save_steps=2, output="sft-resumed")
     with pytest.raises(UserError, match="interrupted at step 3; the checkpoint of step 2 is in"):
-        sft_policy(store, cfg, on_step=stop_at_step_3)
+        sft_policy(store, cfg, on_step=stop_at(3))
     assert not store.exists("sft-resumed")
     (folder,) = (store.root / ".runs").glob("sft-resumed-*")
-    resumed = sft_policy(store, cfg.model_copy(update={"save_steps": 3}), resume=True).artifact
+    # resumed with another interval (it counts from the resume), interrupted again
+    every_3 = cfg.model_copy(update={"save_steps": 3})
+    with pytest.raises(UserError, match="interrupted at step 4; the checkpoint of step 3 is in"):
+        sft_policy(store, every_3, resume=True, on_step=stop_at(4))
+    # a checkpoint whose marker a crash cut short is not complete: the one before is taken
+    (folder / "checkpoint-3" / "rerec_sft_state.json").write_text('{"log": [')
+    resumed = sft_policy(store, every_3, resume=True).artifact
     assert not folder.exists()
     for weights in ("adapter/adapter_model.safetensors", "model/model.safetensors"):
         want, got = load_file(whole.file(weights)), load_file(resumed.file(weights))
@@ -321,7 +330,10 @@ def test_an_interrupted_sft_resumes_to_what_an_unbroken_one_writes(toy, monkeypa
         for key in want:
             assert torch.equal(want[key], got[key]), (weights, key)
     same = ["step", "epoch", "loss", "token_accuracy", "learning_rate", "grad_norm", "tokens"]
-    assert resumed.read("log").select(same).equals(whole.read("log").select(same))
+    log = resumed.read("log")
+    assert log.select(same).equals(whole.read("log").select(same))
+    m = resumed.manifest.metrics
+    assert m["tokens_per_second"] == pytest.approx(log["tokens"].sum() / log["seconds"].sum())
     assert resumed.manifest.config == {**whole.manifest.config, "output": "sft-resumed"}
     # nothing to resume: one line, exit 2
     r = invoke(store.root, monkeypatch, "sft", "--model", str(model), "--output", "sft-new",

@@ -10,13 +10,32 @@ import fcntl
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from stages.core.errors import UserError
 
 LATEST = "latest"
 TMP_PREFIX = ".tmp-"
+
+
+def write_durably(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` whole or not at all, and on disk before returning: ``write(tmp)`` fills
+    a temporary file next to it, which is flushed, renamed into place, and its folder flushed
+    (a kill or a power cut leaves the old file or none, never a part of the new one)."""
+    tmp = path.with_name(tmp_name(path.name))
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:

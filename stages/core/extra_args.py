@@ -66,6 +66,8 @@ OWN_OPTION = {
     "max_length": "--max-length",
     "warmup_steps": "--warmup-ratio",
     "save_steps": "--save-steps",
+    "save_only_model": "--resume (a checkpoint keeps the optimizer, schedule and RNG state)",
+    "ignore_data_skip": "--resume (a resumed run skips the examples already seen)",
     "use_vllm": "--use-vllm",
     "vllm_mode": "--vllm-mode",
     "report_to": "--report-to",

@@ -293,14 +293,15 @@ class ArtifactStore(Lineage):
 
     @staticmethod
     def last_checkpoint(folder: Path, marker: str) -> Path | None:
-        """The newest complete ``checkpoint-N`` of a run folder: one that holds ``marker``,
-        which the stage writes after everything else (not `transformers.trainer_utils.
-        get_last_checkpoint`: that returns the highest-numbered folder even when a kill during
-        saving left it incomplete; this one resumes from the one before)."""
+        """The newest complete ``checkpoint-N`` of a run folder: one that holds ``marker`` as
+        readable JSON, which the stage writes (durably) after everything else. Not
+        `transformers.trainer_utils.get_last_checkpoint`: that returns the highest-numbered
+        folder even when a kill during saving left it incomplete; this one resumes from the
+        one before."""
         found = [
             (int(p.name.rsplit("-", 1)[1]), p)
             for p in folder.glob("checkpoint-*")
-            if p.name.rsplit("-", 1)[1].isdigit() and (p / marker).is_file()
+            if p.name.rsplit("-", 1)[1].isdigit() and _readable_json(p / marker)
         ]
         return max(found)[1] if found else None
 
@@ -426,6 +427,14 @@ def _current_command() -> str:
     if argv and Path(argv[0]).name in {"rerec", "__main__.py"}:
         argv[0] = "rerec"
     return shlex.join(argv)
+
+
+def _readable_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 @contextlib.contextmanager

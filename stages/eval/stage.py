@@ -229,8 +229,9 @@ def evaluate(
             f"interrupted after {saved.answers} of {df.height} answers; they are saved in "
             f"{saved.folder}; rerun the same command with --resume to continue"
         ) from None
-    if saved is not None:
-        shutil.rmtree(saved.folder, ignore_errors=True)
+    if saved is not None and not result.skipped:
+        with store.lock(name):  # not the folder of another process's --force run
+            shutil.rmtree(saved.folder, ignore_errors=True)
     return result
 
 

@@ -251,6 +251,8 @@ def generate(
                 temperature=temperature,
                 seed=seed,
                 stop_at_box=stop_at_box,
+                device=str(gen.device),
+                precision=gen.precision,
             )
         )
     for number, start in enumerate(range(0, len(order), batch_size)):

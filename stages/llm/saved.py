@@ -2,28 +2,28 @@
 `rerec eval` goes on where it stopped (`--resume`) and writes what an unbroken run writes.
 
 The run folder (`ArtifactStore.run_folder`) holds one ``batch-<n>.parquet`` per finished batch
-(its rows' input positions, completions and token counts), each written under a temporary name
-and renamed, so a kill leaves whole batches only, and ``fingerprint.json``: a hash of what the
-answers depend on besides the weights (the prompts as the model reads them, in order, the batch
-size, token limit, sampling and seed). The folder's name already pins the config and the input
-versions; the fingerprint refuses a resume whose prompts differ all the same (another version of
-rerec rendering them otherwise). Batch ``n`` is always the same prompts (`generate` batches
-them by a fixed order) and draws from its own seed, so skipping the saved batches changes none
-of the others.
+(its rows' input positions, completions and token counts), each written durably
+(`write_durably`: a kill or a power cut leaves whole batches only; an unreadable one is
+generated again), and ``fingerprint.json``: a hash of what the answers depend on besides the
+weights (the prompts as the model reads them, in order, the batch size, token limit, sampling,
+seed, device and precision). The folder's name already pins the config and the input versions;
+the fingerprint refuses a resume whose prompts differ all the same (another version of rerec
+rendering them otherwise) or that runs elsewhere (a GPU's bf16 run resumed on a CPU). Batch
+``n`` is always the same prompts (`generate` batches them by a fixed order) and draws from its
+own seed, so skipping the saved batches changes none of the others.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
-from stages.core.atomic import tmp_name
+from stages.core.atomic import write_durably
 from stages.core.errors import UserError
 
 FINGERPRINT = "fingerprint.json"
@@ -56,7 +56,7 @@ class SavedBatches:
         if not self.resume:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder.mkdir(parents=True)
-            _write_atomic(stamp, lambda tmp: tmp.write_text(json.dumps({"sha256": print_})))
+            write_durably(stamp, lambda tmp: tmp.write_text(json.dumps({"sha256": print_})))
             return
         try:
             saved = json.loads(stamp.read_text())["sha256"]
@@ -68,7 +68,10 @@ class SavedBatches:
                 "or settings; rerun without --resume"
             )
         for path in sorted(self.folder.glob("batch-*.parquet")):
-            self.batches[int(path.stem.removeprefix("batch-"))] = pl.read_parquet(path)
+            try:
+                self.batches[int(path.stem.removeprefix("batch-"))] = pl.read_parquet(path)
+            except (OSError, ValueError, pl.exceptions.PolarsError):
+                continue  # unreadable (a disk that lost it): generated again
 
     @property
     def answers(self) -> int:
@@ -95,11 +98,5 @@ class SavedBatches:
             {"position": list(positions), "text": list(texts), "tokens": list(tokens)},
             schema={"position": pl.Int64, "text": pl.String, "tokens": pl.Int64},
         )
-        _write_atomic(self.folder / f"batch-{batch:05d}.parquet", frame.write_parquet)
+        write_durably(self.folder / f"batch-{batch:05d}.parquet", frame.write_parquet)
         self.batches[batch] = frame
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(tmp_name(path.name))
-    write(tmp)
-    os.replace(tmp, path)

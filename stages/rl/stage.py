@@ -140,6 +140,8 @@ def grpo_args(
         logging_steps=1,
         save_strategy="steps",
         save_steps=cfg.save_steps,
+        save_only_model=False,  # --resume needs the optimizer's, schedule's and RNG's state
+        ignore_data_skip=False,
         report_to=report_to(cfg.report_to),
         run_name=folder.name,  # <artifact>-<version>: the run as trackers show it
         shuffle_dataset=False,

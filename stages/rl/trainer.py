@@ -20,6 +20,7 @@ from datasets import Dataset
 from transformers import StoppingCriteriaList, TrainerCallback
 from trl import GRPOTrainer
 
+from stages.core.atomic import write_durably
 from stages.llm.generation import BoxStop
 from stages.rl.config import TrainConfig
 from stages.rl.curriculum import CurriculumSchedule
@@ -273,7 +274,8 @@ class RerecGRPOTrainer(GRPOTrainer):
             folder = (
                 Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
             )
-            (folder / STATE_FILE).write_text(json.dumps(rerec_state or self._rerec_state()))
+            state = json.dumps(rerec_state or self._rerec_state())
+            write_durably(folder / STATE_FILE, lambda tmp: tmp.write_text(state))
 
     def _mark_step_start(self) -> None:
         """What a checkpoint of the completed steps holds, taken as a step starts: the

@@ -32,6 +32,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from schemas.sft import EXAMPLES, SFT_LOG
 from stages.core.artifact import Artifact, ArtifactWriter, BuildResult
+from stages.core.atomic import write_durably
 from stages.core.devices import pick_device
 from stages.core.errors import UserError
 from stages.core.extra_args import check_extra, check_extras
@@ -116,12 +117,18 @@ class StepLog(TrainerCallback):
         if self.on_step is not None:
             self.on_step(row, self.total)
 
+    def on_train_begin(self, args, state, control, **kw):
+        # a resumed Trainer takes the checkpoint's state, save interval included: this run's
+        # --save-steps counts from here on
+        state.save_steps = args.save_steps
+
     def on_save(self, args, state, control, **kw):
-        # the Trainer calls this once the checkpoint's own files are written
+        # the Trainer calls this once the checkpoint's own files are written (and older ones
+        # beyond save_total_limit removed): the marker that makes it complete comes last
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if folder.is_dir():
-            rows = [r for r in self.rows if r["step"] <= state.global_step]
-            (folder / SFT_STATE).write_text(json.dumps({"log": rows}))
+        if folder.is_dir() and state.is_world_process_zero:
+            text = json.dumps({"log": [r for r in self.rows if r["step"] <= state.global_step]})
+            write_durably(folder / SFT_STATE, lambda tmp: tmp.write_text(text))
 
     @staticmethod
     def saved_rows(checkpoint: Path) -> list[dict[str, Any]]:
@@ -150,6 +157,8 @@ def sft_args(
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=2,  # the one before stays until the newest is complete
+        save_only_model=False,  # --resume needs the optimizer's, schedule's and RNG's state
+        ignore_data_skip=False,
         report_to=report_to(cfg.report_to),
         run_name=run_name,  # <artifact>-<version>: the run as trackers show it
         dataloader_num_workers=0,
@@ -273,7 +282,9 @@ def sft_policy(
         command=command,
         warnings=warnings,
     )
-    shutil.rmtree(folder, ignore_errors=True)
+    if not result.skipped:
+        with store.lock(name):  # not the folder of another process's --force run
+            shutil.rmtree(folder, ignore_errors=True)
     return result
 
 
@@ -353,7 +364,6 @@ def _fit(
     )
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
-    started = time.perf_counter()
     try:
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except KeyboardInterrupt:
@@ -368,7 +378,6 @@ def _fit(
             f"{last.name.removeprefix('checkpoint-')} is in {folder}; rerun the same command "
             "with --resume to continue from it"
         ) from None
-    seconds = time.perf_counter() - started
     keep_tensorboard_logs(folder, store.root, run_name)
     net = trainer.model
     if cfg.lora:
@@ -379,5 +388,7 @@ def _fit(
     net.save_pretrained(writer.file("model"), safe_serialization=True)
     tokenizer.padding_side = "left"  # generation pads on the left
     tokenizer.save_pretrained(writer.file("model"))
+    # over every step, those a resumed run took from its checkpoint included
     tokens_total = sum(int(r["tokens"]) for r in log.rows)
-    return log.rows, tokens_total, seconds, prompt_tokens
+    step_seconds = sum(float(r["seconds"]) for r in log.rows)
+    return log.rows, tokens_total, step_seconds, prompt_tokens
