@@ -360,3 +360,58 @@ def test_bf16_training_step_agrees_with_fp32(toy, tmp_path) -> None:
     assert abs(l32 - l16) < 2e-2 * max(1.0, abs(l32))
     cos = torch.nn.functional.cosine_similarity(g32, g16, dim=0)
     assert cos > 0.99 and abs(g16.norm() / g32.norm() - 1) < 0.05  # measured 0.999, 1%
+
+
+def test_the_fused_lm_head_scores_only_labelled_positions_on_a_cpu(toy, monkeypatch) -> None:
+    """`score_label_positions_only` sends a CPU forward down TRL's label-positions path: the
+    same log-probabilities, loss and LoRA gradients as scoring every position, with the prompt
+    positions (no label) left out of the LM head."""
+    import trl.trainer.utils as trl_utils
+    from peft import get_peft_model
+    from trl.trainer.utils import add_fused_lm_head
+
+    from stages.llm.lm_head import score_label_positions_only
+    from stages.llm.lora import lora_config
+
+    store, model_dir = toy
+    original = trl_utils._use_triton  # this TRL still decides there (the patch's premise)
+    monkeypatch.setattr(trl_utils, "_use_triton", original)  # restored after the test
+    assert original(torch.device("cpu")) is False
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "right"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    model = get_peft_model(model, lora_config(TrainConfig(lora_dropout=0.0)))
+    queries = store.resolve("queries").read("queries").head(3).to_dicts()
+    texts = [tokenizer.apply_chat_template(render_messages(q), tokenize=False) for q in queries]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    labels[:, : labels.shape[1] * 2 // 3] = -100  # a "prompt" with no labels
+
+    scored: list[int] = []  # the positions each forward sends through the LM head
+
+    def run() -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        out = model(**batch, labels=labels, fused_lm_head=True)
+        loss = -out.log_probs.sum() / (labels != -100).sum()
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        return out.log_probs.detach(), loss.detach(), grads
+
+    real_chunked = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting(hidden, *args):
+        scored.append(hidden.shape[0])
+        return real_chunked(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting)
+    every = run()
+    assert score_label_positions_only() and score_label_positions_only()  # idempotent
+    assert trl_utils._use_triton(torch.device("cpu")) is True
+    only = run()
+    shifted = labels[:, 1:]
+    assert scored == [shifted.numel(), int((shifted != -100).sum())]
+    assert torch.equal(every[0], only[0]) and torch.equal(every[1], only[1])
+    assert len(every[2]) == len(only[2]) > 0
+    for a, b in zip(every[2], only[2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

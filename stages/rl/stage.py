@@ -44,6 +44,7 @@ from stages.core.extra_args import check_extra, check_extras
 from stages.core.store import ArtifactStore
 from stages.core.tracking import keep_tensorboard_logs, report_to
 from stages.llm.generation import load_model_folder, quiet_libraries, resolve_precision
+from stages.llm.lm_head import score_label_positions_only
 from stages.llm.lora import lora_config
 from stages.llm.models import model_fingerprint, require_vllm
 from stages.llm.prompts import (
@@ -215,6 +216,7 @@ def make_trainer(
     """The trainer of a run and its step budget. ``stop_at_box`` ends each rollout at its box
     (the overhead benchmark turns it off to generate what TRL generates)."""
     p = trainer_parts(cfg, inputs, folder, device, world)
+    score_label_positions_only()  # the loss scores completions only: on a CPU too
     torch.manual_seed(cfg.seed)
     trainer = RerecGRPOTrainer(
         model=p.model,

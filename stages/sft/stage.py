@@ -39,6 +39,7 @@ from stages.core.extra_args import check_extra, check_extras
 from stages.core.store import ArtifactStore
 from stages.core.tracking import keep_tensorboard_logs, report_to
 from stages.llm.generation import load_model_folder, quiet_libraries
+from stages.llm.lm_head import score_label_positions_only
 from stages.llm.lora import lora_config, portable_adapter
 from stages.llm.models import resolve_model
 from stages.llm.prompts import (
@@ -353,6 +354,7 @@ def _fit(
     if checkpoint is None:
         shutil.rmtree(folder, ignore_errors=True)  # what a run without --resume left
     folder.mkdir(parents=True, exist_ok=True)
+    score_label_positions_only()  # the loss scores the targets only: on a CPU too
     torch.manual_seed(cfg.seed)
     trainer = SFTTrainer(
         model=model,
