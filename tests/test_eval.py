@@ -302,6 +302,7 @@ def test_an_interrupted_eval_resumes_to_what_an_unbroken_one_writes(toy, monkeyp
     settings = {"policy": "policy", "max_new_tokens": 12, "batch_size": 3, "temperature": 1.0}
     whole = evaluate(store, EvalConfig(**settings, output="eval-unbroken")).artifact
     n = whole.manifest.metrics["queries"]
+    assert whole.manifest.config["seeds"] == "per batch"  # a version apart from older ones
     batches = -(-n // 3)
     assert batches >= 3
 
@@ -364,5 +365,6 @@ def test_resume_refuses_what_it_cannot_continue(toy, monkeypatch) -> None:
         evaluate(store, cfg, resume=True)
     assert (folder / "batch-00000.parquet").is_file()  # refused, nothing deleted
     # without --resume the run starts again and cleans up after itself
-    assert evaluate(store, cfg).artifact.manifest.metrics["queries"] > 3
+    done = evaluate(store, cfg).artifact
+    assert done.manifest.metrics["queries"] > 3 and "seeds" not in done.manifest.config
     assert not folder.exists()

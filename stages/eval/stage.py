@@ -103,6 +103,10 @@ def evaluate(
     df = read_split(queries, cfg.split, families=cfg.families, limit=cfg.limit, seed=cfg.seed)
     inputs: list[Artifact] = [queries, graph, *([cf] if cf else [])]
     config: dict[str, Any] = cfg.model_dump(mode="json")
+    if cfg.temperature > 0:
+        # sampled answers come from one seed per batch (`generate`) since resumable evals:
+        # other contents than the same config gave before, so another version id
+        config["seeds"] = "per batch"
     gen = None
     saved: SavedBatches | None = None
 
