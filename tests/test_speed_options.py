@@ -415,3 +415,62 @@ def test_the_fused_lm_head_scores_only_labelled_positions_on_a_cpu(toy, monkeypa
     assert len(every[2]) == len(only[2]) > 0
     for a, b in zip(every[2], only[2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_shared_prompts_give_the_loss_of_the_unshared_pass(toy, tmp_path, monkeypatch) -> None:
+    """`--share-prompts`: the same generated batch through the loss with each prompt run once
+    (a KV cache expanded to its completions) and through TRL's pass: the same loss,
+    log-probabilities and LoRA gradients up to rounding (no dropout, so no masks differ), and
+    the shared path really ran (prompts of different lengths: left padding)."""
+    import stages.rl.trainer as rl_trainer
+    from stages.rl.inputs import load_inputs
+    from stages.rl.stage import make_trainer
+
+    store, model = toy
+    shared_calls: list[int] = []
+    real = rl_trainer.shared_prompt_logps
+
+    def counted(*args, **kwargs):
+        got = real(*args, **kwargs)
+        shared_calls.append(got is not None)
+        return got
+
+    monkeypatch.setattr(rl_trainer, "shared_prompt_logps", counted)
+    results, batch = {}, None
+    for share in (False, True):
+        cfg = TrainConfig(
+            model=str(model), precision="fp32", beta=0.0, lora_dropout=0.0, share_prompts=share,
+            **TRAIN,
+        )  # fmt: skip
+        trainer, _ = make_trainer(cfg, load_inputs(store, cfg), tmp_path / str(share), "cpu")
+        trainer.model.train()
+        with torch.no_grad():  # LoRA B starts at 0: move it, so the adapter takes part
+            for name, p in trainer.model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) / 20)
+        if batch is None:
+            rows = [trainer.rows[0]] * 3 + [trainer.rows[1]] * 3
+            batch = trainer._generate_and_score_completions(rows)
+            lengths = batch["prompt_mask"].sum(dim=1)
+            assert lengths.unique().numel() == 2  # two prompts, left-padded to one width
+        trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps
+        with trainer.compute_loss_context_manager():
+            loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model,
+            torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
+            torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
+            batch["completion_ids"].shape[1],
+        )
+        grads = torch.cat(
+            [p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]
+        )
+        results[share] = (loss.item(), logps.detach(), grads)
+    assert shared_calls and all(shared_calls)  # the shared path ran, and only with the option
+    (l0, lp0, g0), (l1, lp1, g1) = results[False], results[True]
+    mask = batch["completion_mask"].bool()
+    torch.testing.assert_close(lp1[mask], lp0[mask], rtol=0, atol=1e-4)
+    assert abs(l0 - l1) < 1e-5 * max(1.0, abs(l0))
+    torch.testing.assert_close(g1, g0, rtol=1e-3, atol=1e-5 * float(g0.abs().max()))
+    assert float(g0.abs().max()) > 0

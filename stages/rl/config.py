@@ -123,6 +123,14 @@ class TrainConfig(StageConfig):
         "smaller values accumulate gradients)",
     )
     max_completion_length: int = Field(default=512, ge=8, description="generated tokens at most")
+    # At its default it is left out of the dumped config, so versions made before it existed
+    # keep their ids.
+    share_prompts: bool = Field(
+        default=False,
+        exclude_if=lambda v: v is False,
+        description="run each prompt once in the loss's forward pass for all its completions "
+        "(equal log-probabilities up to rounding; LoRA dropout masks shared on the prompt)",
+    )
     temperature: float = Field(default=1.0, gt=0, description="sampling temperature")
     steps: int | None = Field(
         default=None, ge=1, description="optimizer steps (default: epochs full passes)"

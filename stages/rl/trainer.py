@@ -26,6 +26,7 @@ from stages.rl.config import TrainConfig
 from stages.rl.curriculum import CurriculumSchedule
 from stages.rl.raae import raae_advantages
 from stages.rl.scoring import BatchScorer
+from stages.rl.shared_prompts import shared_prompt_logps
 
 STATE_FILE = "rerec_state.json"
 
@@ -146,6 +147,55 @@ class RerecGRPOTrainer(GRPOTrainer):
         if stops:
             completion_ids = [stops[-1].trim(r, list(ids)) for r, ids in enumerate(completion_ids)]
         return completion_ids, logprobs
+
+    # the loss's forward pass: with --share-prompts, a prompt runs once for its completions
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        **extra: Any,
+    ):
+        """TRL's pass, or `shared_prompt_logps` for each chunk whose rows share a prompt (text
+        models; not with activation checkpointing, whose recomputation would fill the KV cache
+        twice)."""
+        checkpointing = getattr(self.args, "gradient_checkpointing", False) or getattr(
+            self.args, "activation_checkpointing", False
+        )
+        if (
+            not self.rerec_cfg.share_prompts
+            or compute_aux_loss
+            or checkpointing
+            or any(v is not None for v in extra.values())
+        ):
+            return super()._get_per_token_logps_and_entropies(
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                batch_size,
+                compute_entropy,
+                compute_aux_loss,
+                **extra,
+            )
+        size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), size):
+            ids, mask = input_ids[start : start + size], attention_mask[start : start + size]
+            got = shared_prompt_logps(
+                model, ids, mask, logits_to_keep, self.accelerator.autocast, compute_entropy
+            )
+            if got is None:  # no two rows share a prompt
+                got = super()._get_per_token_logps_and_entropies(
+                    model, ids, mask, logits_to_keep, None, compute_entropy
+                )[:2]
+            logps.append(got[0])
+            entropies.append(got[1])
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
 
     # the queries of a step come from the curriculum schedule
     def _curriculum_inputs(self, n_local: int) -> list[dict[str, Any]]:
