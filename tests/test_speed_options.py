@@ -374,8 +374,9 @@ def test_the_fused_lm_head_scores_only_labelled_positions_on_a_cpu(toy, monkeypa
     from stages.llm.lora import lora_config
 
     store, model_dir = toy
-    original = trl_utils._use_triton  # this TRL still decides there (the patch's premise)
-    monkeypatch.setattr(trl_utils, "_use_triton", original)  # restored after the test
+    # this TRL still decides there (the patch's premise); a training test may have patched it
+    original = getattr(trl_utils._use_triton, "original", trl_utils._use_triton)
+    monkeypatch.setattr(trl_utils, "_use_triton", original)  # as TRL has it, for this test
     assert original(torch.device("cpu")) is False
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokenizer.padding_side = "right"
