@@ -449,29 +449,37 @@ def test_shared_prompts_give_the_loss_of_the_unshared_pass(toy, tmp_path, monkey
             for name, p in trainer.model.named_parameters():
                 if "lora_B" in name:
                     p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) / 20)
-        if batch is None:
-            rows = [trainer.rows[0]] * 3 + [trainer.rows[1]] * 3
-            batch = trainer._generate_and_score_completions(rows)
-            lengths = batch["prompt_mask"].sum(dim=1)
-            assert lengths.unique().numel() == 2  # two prompts, left-padded to one width
+        if batch is None:  # the curriculum's 2 prompts × 3 completions, then reordered so
+            # that groups interleave and one prompt keeps a single completion
+            full = trainer._generate_and_score_completions([trainer.rows[0]] * 6)
+            keep = torch.tensor([3, 0, 4, 5])
+            batch = {
+                k: v[keep] if isinstance(v, torch.Tensor) and v.dim() and v.size(0) == 6 else v
+                for k, v in full.items()
+            }
+            assert torch.unique(batch["prompt_ids"], dim=0).size(0) == 2
+            assert not torch.equal(batch["prompt_ids"][0], batch["prompt_ids"][1])
+            assert batch["prompt_mask"].sum(dim=1).unique().numel() > 1  # left-padded
         trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps
         with trainer.compute_loss_context_manager():
             loss = trainer.compute_loss(trainer.model, batch)
         loss.backward()
-        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+        logps, entropies, _ = trainer._get_per_token_logps_and_entropies(
             trainer.model,
             torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1),
             torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1),
             batch["completion_ids"].shape[1],
+            compute_entropy=True,
         )
         grads = torch.cat(
             [p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]
         )
-        results[share] = (loss.item(), logps.detach(), grads)
+        results[share] = (loss.item(), logps.detach(), grads, entropies.detach())
     assert shared_calls and all(shared_calls)  # the shared path ran, and only with the option
-    (l0, lp0, g0), (l1, lp1, g1) = results[False], results[True]
+    (l0, lp0, g0, e0), (l1, lp1, g1, e1) = results[False], results[True]
     mask = batch["completion_mask"].bool()
     torch.testing.assert_close(lp1[mask], lp0[mask], rtol=0, atol=1e-4)
+    torch.testing.assert_close(e1[mask], e0[mask], rtol=0, atol=1e-4)
     assert abs(l0 - l1) < 1e-5 * max(1.0, abs(l0))
     torch.testing.assert_close(g1, g0, rtol=1e-3, atol=1e-5 * float(g0.abs().max()))
     assert float(g0.abs().max()) > 0

@@ -11,8 +11,11 @@ prompt's last token so that the first completion token has its prediction. Posit
 those of the full row (the cache's length plus the offset), the attention mask is the full
 row's, and the log-probabilities come from TRL's fused LM head (only the completion's
 positions are scored), so a row gets the log-probabilities and entropies of the unshared pass:
-equal up to floating-point rounding without LoRA dropout (tested), and with dropout the
-prompt's dropout masks are shared by its completions.
+equal up to floating-point rounding without LoRA dropout (tested); with dropout the prompt's
+dropout masks are shared by its completions and fewer random numbers are drawn, so a run
+differs from an unshared one as two seeds do. Chunks it cannot share through (layers that
+recompute under activation checkpointing and run without a cache, cache layers other than
+plain ones) take TRL's pass.
 
 It pays when a forward chunk holds several completions of one prompt: `--micro-batch` equal to
 the completions per step (the default) puts all of them in one chunk.
@@ -40,6 +43,7 @@ def shared_prompt_logps(
     when no two rows share a prompt (nothing to gain: the caller runs the usual pass).
     ``model`` has TRL's fused LM head (`add_fused_lm_head`)."""
     from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
     prompt_len = input_ids.size(1) - logits_to_keep
     if prompt_len < 2:
@@ -49,8 +53,15 @@ def shared_prompt_logps(
     if unique.size(0) == input_ids.size(0):
         return None
     prompt_ids, prompt_mask = unique[:, :prompt_len], unique[:, prompt_len:]
-    config = getattr(model, "config", None)
+    inner = getattr(model, "module", model)  # a DDP-wrapped model keeps its config inside
+    if torch.is_grad_enabled() and any(
+        getattr(m, "gradient_checkpointing", False) for m in inner.modules()
+    ):
+        return None  # checkpointed layers run without a cache: nothing to share through
+    config = getattr(inner, "config", None)
     cache = DynamicCache(config=config) if config is not None else DynamicCache()
+    if not all(type(layer) is DynamicLayer for layer in cache.layers):
+        return None  # sliding-window or linear-attention layers: not expanded this way
     no_labels = torch.full_like(prompt_ids[:, :-1], -100)
     with autocast():
         # the prompts but their last token: the KV cache (with its graph), no position scored
@@ -61,6 +72,8 @@ def shared_prompt_logps(
             labels=no_labels,
             fused_lm_head=True,
         )
+        if cache.get_seq_length() != prompt_len - 1:
+            return None  # the model did not fill the cache (the caller runs the usual pass)
         cache.batch_select_indices(inverse)  # one copy of its prompt's cache per row
         # each row's last prompt token, then its completion: their log-probabilities
         rest = input_ids[:, prompt_len - 1 :]

@@ -161,15 +161,11 @@ class RerecGRPOTrainer(GRPOTrainer):
         **extra: Any,
     ):
         """TRL's pass, or `shared_prompt_logps` for each chunk whose rows share a prompt (text
-        models; not with activation checkpointing, whose recomputation would fill the KV cache
-        twice)."""
-        checkpointing = getattr(self.args, "gradient_checkpointing", False) or getattr(
-            self.args, "activation_checkpointing", False
-        )
+        models; a chunk it cannot share through, e.g. under activation checkpointing, whose
+        layers run without a cache, takes TRL's pass)."""
         if (
             not self.rerec_cfg.share_prompts
             or compute_aux_loss
-            or checkpointing
             or any(v is not None for v in extra.values())
         ):
             return super()._get_per_token_logps_and_entropies(
