@@ -291,6 +291,12 @@ class ArtifactStore(Lineage):
         check_name(name)
         return self.root / ".runs" / f"{name}-{vid}"
 
+    def remove_run_folder(self, name: str, folder: Path) -> None:
+        """Remove a run folder of ``name`` once its artifact is written, under the artifact's
+        lock: never the folder of another process's run of the same version (`--force`)."""
+        with self.lock(name):
+            shutil.rmtree(folder, ignore_errors=True)
+
     @staticmethod
     def last_checkpoint(folder: Path, marker: str) -> Path | None:
         """The newest complete ``checkpoint-N`` of a run folder: one that holds ``marker`` as

@@ -17,7 +17,6 @@ Baselines answer without an LLM and go through the same parsing and scoring (the
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -234,8 +233,7 @@ def evaluate(
             f"{saved.folder}; rerun the same command with --resume to continue"
         ) from None
     if saved is not None and not result.skipped:
-        with store.lock(name):  # not the folder of another process's --force run
-            shutil.rmtree(saved.folder, ignore_errors=True)
+        store.remove_run_folder(name, saved.folder)
     return result
 
 

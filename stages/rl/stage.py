@@ -392,7 +392,7 @@ def _train_and_write(
             started=started,  # the run, not only the writing
         )
         keep_tensorboard_logs(folder, store.root, folder.name)
-        shutil.rmtree(folder, ignore_errors=True)
+        store.remove_run_folder(name, folder)
     dist.wait_for_everyone()
     if result is None:  # other processes: the artifact the main process wrote
         result = BuildResult(store.resolve(f"{name}@{vid}"), skipped=False)

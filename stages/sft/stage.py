@@ -284,8 +284,7 @@ def sft_policy(
         warnings=warnings,
     )
     if not result.skipped:
-        with store.lock(name):  # not the folder of another process's --force run
-            shutil.rmtree(folder, ignore_errors=True)
+        store.remove_run_folder(name, folder)
     return result
 
 
