@@ -12,8 +12,16 @@ it); the shared pass takes the whole step in one chunk.
 Prints the median seconds of each, the speed-up, and, with LoRA dropout off, the largest
 difference of the completion log-probabilities between the two passes.
 
+``--part rollouts`` times the step's generation instead: the policy's rollout model (a bf16 CPU
+run's merged bf16 copy, `bf16_rollout_model`) sampling ``--completion-tokens`` tokens for each
+row, with every row running its prompt (TRL) against one prompt pass per distinct prompt
+copied to its rows (`shared_prompt_cache`), from the same seed; it prints how many rows
+sampled the same tokens both ways.
+
     python benchmarks/bench_shared_prompts.py --workdir ~/rerec-runs/fidelity-smollm2-cpu \\
         --candidate-facts index --prompts 2 --generations 4 --rounds 2
+    python benchmarks/bench_shared_prompts.py --workdir ~/rerec-runs/fidelity-smollm2-cpu \\
+        --candidate-facts index --prompts 2 --generations 4 --rounds 3 --part rollouts
 """
 
 from __future__ import annotations
@@ -45,6 +53,9 @@ def main() -> None:
     parser.add_argument(
         "--trl-whole-step", action="store_true", help="also TRL's pass on the whole step at once"
     )
+    parser.add_argument(
+        "--part", choices=["loss", "rollouts"], default="loss", help="what of a step to time"
+    )
     a = parser.parse_args()
 
     import torch
@@ -64,7 +75,8 @@ def main() -> None:
     from stages.llm.prompts import render_messages
     from stages.queries.reader import read_split
     from stages.rl.config import TrainConfig
-    from stages.rl.shared_prompts import shared_prompt_logps
+    from stages.rl.shared_prompts import shared_prompt_cache, shared_prompt_logps
+    from stages.rl.trainer import bf16_rollout_model
 
     score_label_positions_only()
     store = ArtifactStore(a.workdir)
@@ -123,6 +135,10 @@ def main() -> None:
     if a.trl_whole_step:  # index prompts: ~22 GiB for 8 rows of ~1,150 tokens
         ways[f"TRL, one micro-batch of {rows}"] = (trl_pass, rows)
     net = get_peft_model(model, lora_config(TrainConfig()))  # train defaults, dropout 0.05
+    if a.part == "rollouts":
+        generator = bf16_rollout_model(net) if precision == "bf16" else net.eval()
+        rollouts(a, generator, tok, prompt_ids, prompt_mask, shared_prompt_cache, precision)
+        return
     net.train()
     seconds: dict[str, list[float]] = {w: [] for w in ways}
     real = int(mask.sum())
@@ -157,6 +173,52 @@ def main() -> None:
         med = statistics.median(seconds[name])
         print(f"| {name} | {med:.2f} s | {base / med:.2f}x |")
     print(f"largest log-probability difference without dropout: {float(diff.max()):.2e}")
+
+
+def rollouts(a, generator, tok, prompt_ids, prompt_mask, shared_prompt_cache, precision) -> None:
+    """Time the step's sampling both ways (alternating rounds after a warm-up)."""
+    import torch
+
+    from stages.llm.generation import cpu_bf16_flags
+
+    k = a.completion_tokens
+    seconds: dict[str, list[float]] = {"every row runs its prompt": [], "shared prompts": []}
+    sampled: dict[str, torch.Tensor] = {}
+    for r in range(a.rounds + 1):
+        for name in seconds:
+            torch.manual_seed(r)
+            started = time.perf_counter()
+            cache = None
+            if name == "shared prompts":
+                cache = shared_prompt_cache(generator, prompt_ids, prompt_mask)
+                assert cache is not None
+            with torch.no_grad():
+                out = generator.generate(
+                    input_ids=prompt_ids, attention_mask=prompt_mask, cache=cache,
+                    do_sample=True, max_new_tokens=k, min_new_tokens=k,
+                    pad_token_id=tok.pad_token_id,
+                )  # fmt: skip
+            took = time.perf_counter() - started
+            sampled[name] = out[:, prompt_ids.size(1) :]
+            if r:
+                seconds[name].append(took)
+                print(f"round {r}: {name}: {took:.2f} s", flush=True)
+    a_, b_ = sampled.values()
+    same = int((a_ == b_).all(dim=1).sum())
+    flags = ", ".join(cpu_bf16_flags()) or "no bf16 flags"
+    print(f"{machine()} ({flags}); {precision}; torch threads {torch.get_num_threads()}")
+    print(
+        f"{a.prompts} prompts x G {a.generations}: prompts "
+        f"{prompt_mask[:: a.generations].sum(1).tolist()} tokens (padded to "
+        f"{prompt_ids.size(1)}), {k} sampled tokens a row"
+    )
+    base = statistics.median(next(iter(seconds.values())))
+    print(f"| rollouts of a step (median of {a.rounds}) | seconds | speed-up |")
+    print("|---|---|---|")
+    for name, values in seconds.items():
+        med = statistics.median(values)
+        print(f"| {name} | {med:.2f} s | {base / med:.2f}x |")
+    print(f"rows that sampled the same tokens both ways (last round): {same} of {len(a_)}")
 
 
 if __name__ == "__main__":

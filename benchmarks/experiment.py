@@ -98,8 +98,7 @@ def plan(cfg: dict[str, Any], only: list[str] | None) -> list[list[str]]:
                     "train",
                     "--model",
                     sft_name,
-                    *flags(cfg["rl"]),
-                    *flags(options),
+                    *flags({**cfg["rl"], **(options or {})}),  # a run's options override
                     "--seed",
                     str(seed),
                     "--output",
@@ -172,21 +171,30 @@ def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         for run in cfg["runs"]
         if store.exists(f"policy-{run}")
     }
-    for key, against in (("paired_vs_sft", "sft"), ("paired_vs_grpo", "sft-grpo")):
-        if not store.exists(f"eval-{against}"):
+    out["run_steps"] = {
+        run: (options or {}).get("steps", cfg["rl"]["steps"])
+        for run, options in cfg["runs"].items()
+    }
+    for key, run, against in comparisons(cfg):
+        if not all(store.exists(f"eval-{n}") for n in (run, against)):
             continue
-        ref = store.resolve(f"eval-{against}")
-        out[key] = {}
-        for run in cfg["runs"]:
-            if run == against or not store.exists(f"eval-{run}"):
-                continue
-            d = paired_difference(store.resolve(f"eval-{run}"), ref)
-            out[key][run] = {
-                "diff": round(d["diff"], 4),
-                "ci": [round(x, 4) for x in d["ci"]],
-                "n": d["n"],
-            }
+        d = paired_difference(store.resolve(f"eval-{run}"), store.resolve(f"eval-{against}"))
+        out.setdefault(key, {})[run] = {
+            "diff": round(d["diff"], 4),
+            "ci": [round(x, 4) for x in d["ci"]],
+            "n": d["n"],
+            "against": against,
+        }
     return out
+
+
+def comparisons(cfg: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(results key, run, reference) of every paired comparison: each RL run against the sft,
+    and against the GRPO run of its own steps (the config's `grpo_of`, else sft-grpo)."""
+    grpo_of = cfg.get("grpo_of", {})
+    pairs = [("paired_vs_sft", run, "sft") for run in cfg["runs"]]
+    pairs += [("paired_vs_grpo", run, grpo_of.get(run, "sft-grpo")) for run in cfg["runs"]]
+    return [(key, run, against) for key, run, against in pairs if run != against]
 
 
 def per_family(frame: Any, counts: list[Any]) -> dict[str, dict[str, int]]:

@@ -51,3 +51,38 @@ def test_group_counts_per_family_and_over_all() -> None:
         "simple": {"groups": 2, "spread": 1, "mixed": 1, "all_right": 1, "all_wrong": 0},
         "all": {"groups": 4, "spread": 2, "mixed": 1, "all_right": 1, "all_wrong": 2},
     }
+
+
+def test_plan_lets_a_run_override_the_shared_rl_options_and_pairs_it_with_its_grpo() -> None:
+    cfg = {
+        "test_queries": 5,
+        "sft": {"steps": 2},
+        "rl": {"steps": 16, "micro_batch": 2, "lr": 5e-5},
+        "runs": {
+            "sft-grpo": {"algo": "grpo"},
+            "sft-rerec": {"algo": "rerec"},
+            "sft-rerec-48": {"algo": "rerec", "steps": 48, "micro_batch": 8},
+            "sft-grpo-48": {"algo": "grpo", "steps": 48, "micro_batch": 8},
+        },
+        "main_runs": 2,
+        "grpo_of": {"sft-rerec-48": "sft-grpo-48"},
+    }
+    steps = experiment.plan(cfg, None)
+    train = {s[s.index("--output") + 1]: s for s in steps if s[0] == "train"}
+    long = train["policy-sft-rerec-48"]
+    assert long.count("--steps") == long.count("--micro-batch") == 1  # overridden, not repeated
+    assert long[long.index("--steps") + 1] == "48" and "8" == long[long.index("--micro-batch") + 1]
+    short = train["policy-sft-rerec"]
+    assert short[short.index("--steps") + 1] == "16"
+    # the base model's eval comes after the first `main_runs` RL runs and their evals
+    outputs = [s[s.index("--output") + 1] if "--output" in s else s[2] for s in steps]
+    assert outputs.index("smollm2-135m") == outputs.index("eval-sft-rerec") + 1
+    assert experiment.comparisons(cfg) == [
+        ("paired_vs_sft", "sft-grpo", "sft"),
+        ("paired_vs_sft", "sft-rerec", "sft"),
+        ("paired_vs_sft", "sft-rerec-48", "sft"),
+        ("paired_vs_sft", "sft-grpo-48", "sft"),
+        ("paired_vs_grpo", "sft-rerec", "sft-grpo"),
+        ("paired_vs_grpo", "sft-rerec-48", "sft-grpo-48"),
+        ("paired_vs_grpo", "sft-grpo-48", "sft-grpo"),
+    ]

@@ -483,3 +483,79 @@ def test_shared_prompts_give_the_loss_of_the_unshared_pass(toy, tmp_path, monkey
     assert abs(l0 - l1) < 1e-5 * max(1.0, abs(l0))
     torch.testing.assert_close(g1, g0, rtol=1e-3, atol=1e-5 * float(g0.abs().max()))
     assert float(g0.abs().max()) > 0
+
+
+def test_shared_prompt_cache_decodes_as_each_rows_own_prompt_pass(toy) -> None:
+    """The rollouts' `--share-prompts`: `generate` handed one prompt pass per distinct prompt,
+    copied to its rows (interleaved here, prompts of different lengths so one is left-padded),
+    decodes what it decodes from every row's own pass: the same greedy tokens and the same
+    scores up to rounding, and the same sampled tokens from the same seed."""
+    from stages.rl.shared_prompts import shared_prompt_cache
+
+    store, folder = toy
+    tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    queries = store.resolve("queries").read("queries").filter(pl.col("split") == "train")
+    texts = [
+        tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+        for m in map(render_messages, queries.head(2).to_dicts())
+    ]
+    rows = [texts[0], texts[1], texts[0], texts[1], texts[1]]
+    batch = tokenizer(rows, return_tensors="pt", padding=True, add_special_tokens=False)
+    assert batch["attention_mask"].sum(dim=1).unique().numel() == 2  # one prompt is padded
+    for sample in (False, True):
+        outs = []
+        for shared in (False, True):
+            cache = None
+            if shared:
+                cache = shared_prompt_cache(model, batch["input_ids"], batch["attention_mask"])
+                assert cache.get_seq_length() == batch["input_ids"].size(1) - 1
+            torch.manual_seed(7)
+            outs.append(
+                model.generate(
+                    **batch,
+                    cache=cache,
+                    max_new_tokens=16,
+                    do_sample=sample,
+                    min_new_tokens=16,
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                    pad_token_id=tokenizer.pad_token_id,
+                )  # fmt: skip
+            )
+        assert torch.equal(outs[0].sequences, outs[1].sequences)
+        for a, b in zip(outs[0].scores, outs[1].scores, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+    assert shared_prompt_cache(model, batch["input_ids"][:2], batch["attention_mask"][:2]) is None
+
+
+def test_shared_prompts_in_the_rollouts_of_a_training_step(toy, tmp_path, monkeypatch) -> None:
+    """With `--share-prompts` a step's rollouts take the shared prompt pass, and sample the
+    completions of the unshared run (fp32, the same seed; no LoRA dropout, which TRL leaves on
+    while an fp32 policy generates, so that a shared prompt pass would draw other masks)."""
+    import stages.rl.trainer as rl_trainer
+    from stages.rl.inputs import load_inputs
+    from stages.rl.stage import make_trainer
+
+    store, model = toy
+    used: list[bool] = []
+    real = rl_trainer.shared_prompt_cache
+
+    def counted(*args, **kwargs):
+        got = real(*args, **kwargs)
+        used.append(got is not None)
+        return got
+
+    monkeypatch.setattr(rl_trainer, "shared_prompt_cache", counted)
+    completions = {}
+    for share in (False, True):
+        cfg = TrainConfig(
+            model=str(model), precision="fp32", beta=0.0, lora_dropout=0.0, share_prompts=share,
+            **TRAIN,
+        )  # fmt: skip
+        trainer, _ = make_trainer(cfg, load_inputs(store, cfg), tmp_path / str(share), "cpu")
+        torch.manual_seed(3)
+        out = trainer._generate_and_score_completions([trainer.rows[0]] * 6)
+        completions[share] = out["completion_ids"]
+    assert used == [True]  # only the shared run, once for its step
+    assert torch.equal(completions[False], completions[True])

@@ -128,8 +128,9 @@ class TrainConfig(StageConfig):
     share_prompts: bool = Field(
         default=False,
         exclude_if=lambda v: v is False,
-        description="run each prompt once in the loss's forward pass for all its completions "
-        "(equal log-probabilities up to rounding; LoRA dropout masks shared on the prompt)",
+        description="run each prompt once for all its completions, in the rollouts' prompt "
+        "pass and in the loss's forward pass (the same computation up to rounding; LoRA "
+        "dropout masks shared on the prompt)",
     )
     temperature: float = Field(default=1.0, gt=0, description="sampling temperature")
     steps: int | None = Field(

@@ -19,6 +19,12 @@ plain ones) take TRL's pass.
 
 It pays when a forward chunk holds several completions of one prompt: `--micro-batch` equal to
 the completions per step (the default) puts all of them in one chunk.
+
+The rollouts share their prompts the same way (`shared_prompt_cache`): `generate` is handed a
+KV cache of each distinct prompt but its last token, computed once and copied to the G rows
+that sample from it, instead of running the prompt G times. The cache is filled at the
+positions generation gives a left-padded row (counted over its mask), so the rows decode as
+from their own prompt pass.
 """
 
 from __future__ import annotations
@@ -28,6 +34,59 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
+
+
+def _plain_cache(model: Any) -> Any | None:
+    """An empty DynamicCache for ``model``, or None when its layers are not plain ones (sliding
+    window, linear attention: not expanded row by row this way)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    config = getattr(getattr(model, "module", model), "config", None)
+    cache = DynamicCache(config=config) if config is not None else DynamicCache()
+    return cache if all(type(layer) is DynamicLayer for layer in cache.layers) else None
+
+
+def _distinct_prompts(
+    ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The distinct (ids, mask) rows and each row's index among them; None when every row is
+    distinct (nothing to share)."""
+    unique, inverse = torch.unique(torch.cat([ids, mask], dim=1), dim=0, return_inverse=True)
+    if unique.size(0) == ids.size(0):
+        return None
+    return unique[:, : ids.size(1)], unique[:, ids.size(1) :], inverse
+
+
+def shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+    """For `generate`: a KV cache of each row's prompt but its last token, each distinct prompt
+    run once (no gradient) and its cache copied to the rows that share it; None when no two
+    rows share a prompt or the model does not fill a plain cache. ``generate(input_ids=...,
+    attention_mask=..., cache=cache)`` then runs only the last prompt token and
+    decodes. Positions are those `generate` gives a left-padded row (its mask's running count),
+    so a row continues as from its own prompt pass."""
+    if input_ids.size(1) < 2:
+        return None
+    distinct = _distinct_prompts(input_ids, attention_mask)
+    cache = _plain_cache(model)
+    if distinct is None or cache is None:
+        return None
+    ids, mask, inverse = distinct
+    ids, mask = ids[:, :-1], mask[:, :-1]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    with torch.no_grad():
+        model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+    if cache.get_seq_length() != ids.size(1):
+        return None
+    cache.batch_select_indices(inverse)
+    return cache
 
 
 def shared_prompt_logps(
@@ -42,25 +101,20 @@ def shared_prompt_logps(
     each row, as TRL's `_get_per_token_logps_and_entropies` computes them for one chunk; None
     when no two rows share a prompt (nothing to gain: the caller runs the usual pass).
     ``model`` has TRL's fused LM head (`add_fused_lm_head`)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
     prompt_len = input_ids.size(1) - logits_to_keep
     if prompt_len < 2:
         return None
-    key = torch.cat([input_ids[:, :prompt_len], attention_mask[:, :prompt_len]], dim=1)
-    unique, inverse = torch.unique(key, dim=0, return_inverse=True)
-    if unique.size(0) == input_ids.size(0):
+    distinct = _distinct_prompts(input_ids[:, :prompt_len], attention_mask[:, :prompt_len])
+    if distinct is None:
         return None
-    prompt_ids, prompt_mask = unique[:, :prompt_len], unique[:, prompt_len:]
-    inner = getattr(model, "module", model)  # a DDP-wrapped model keeps its config inside
+    prompt_ids, prompt_mask, inverse = distinct
+    inner = getattr(model, "module", model)  # a DDP-wrapped model keeps its layers inside
     if torch.is_grad_enabled() and any(
         getattr(m, "gradient_checkpointing", False) for m in inner.modules()
     ):
         return None  # checkpointed layers run without a cache: nothing to share through
-    config = getattr(inner, "config", None)
-    cache = DynamicCache(config=config) if config is not None else DynamicCache()
-    if not all(type(layer) is DynamicLayer for layer in cache.layers):
+    cache = _plain_cache(model)
+    if cache is None:
         return None  # sliding-window or linear-attention layers: not expanded this way
     no_labels = torch.full_like(prompt_ids[:, :-1], -100)
     with autocast():

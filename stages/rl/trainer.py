@@ -26,7 +26,7 @@ from stages.rl.config import TrainConfig
 from stages.rl.curriculum import CurriculumSchedule
 from stages.rl.raae import raae_advantages
 from stages.rl.scoring import BatchScorer
-from stages.rl.shared_prompts import shared_prompt_logps
+from stages.rl.shared_prompts import shared_prompt_cache, shared_prompt_logps
 
 STATE_FILE = "rerec_state.json"
 
@@ -126,12 +126,19 @@ class RerecGRPOTrainer(GRPOTrainer):
         rollout = None
         if self.args.bf16 and self.accelerator.device.type == "cpu":
             rollout = self._rollout = bf16_rollout_model(model, self._rollout)
-        if not (self.stop_at_box or rollout is not None):
+        share = self.rerec_cfg.share_prompts
+        if not (self.stop_at_box or rollout is not None or share):
             return super()._generate_single_turn(prompt_ids, *args, **kwargs)
-        generate = model.generate if rollout is None else rollout.generate
+        generator = model if rollout is None else rollout
+        generate = generator.generate  # before `model.generate` is replaced below
         stops: list[BoxStop] = []
 
         def generate_to_box(*a: Any, **kw: Any) -> Any:
+            if share and kw.get("cache") is None and "attention_mask" in kw:
+                # --share-prompts: each distinct prompt's pass runs once for its G rows
+                cache = shared_prompt_cache(generator, kw["input_ids"], kw["attention_mask"])
+                if cache is not None:
+                    kw["cache"] = cache
             if self.stop_at_box:
                 stops.append(BoxStop(self.processing_class, kw["input_ids"].shape[1]))
                 criteria = StoppingCriteriaList([*(kw.pop("stopping_criteria", None) or [])])
