@@ -193,8 +193,23 @@ def comparisons(cfg: dict[str, Any]) -> list[tuple[str, str, str]]:
     and against the GRPO run of its own steps (the config's `grpo_of`, else sft-grpo)."""
     grpo_of = cfg.get("grpo_of", {})
     pairs = [("paired_vs_sft", run, "sft") for run in cfg["runs"]]
-    pairs += [("paired_vs_grpo", run, grpo_of.get(run, "sft-grpo")) for run in cfg["runs"]]
+    pairs += [
+        ("paired_vs_grpo", run, grpo_of.get(run, "sft-grpo"))
+        for run in cfg["runs"]
+        if run not in grpo_of.values()  # a GRPO run is the reference of its own steps
+    ]
     return [(key, run, against) for key, run, against in pairs if run != against]
+
+
+def rl_steps_text(res: dict[str, Any]) -> str:
+    """'16 steps' or, when runs differ, '16 steps (sft-rerec-48, sft-grpo-48: 48)'."""
+    steps = res.get("run_steps") or {}
+    others = {}
+    for run, n in steps.items():
+        if n != res["steps"]:
+            others.setdefault(n, []).append(run)
+    extra = "; ".join(f"{', '.join(runs)}: {n}" for n, runs in others.items())
+    return f"{res['steps']} steps" + (f" ({extra})" if extra else "")
 
 
 def per_family(frame: Any, counts: list[Any]) -> dict[str, dict[str, int]]:
@@ -303,8 +318,8 @@ def plot_curves(res: dict[str, Any], path: Path) -> None:
         else:
             ax.text(0.5, 0.5, "no RL run finished yet", ha="center", transform=ax.transAxes)
     fig.suptitle(
-        f"{res['test_queries']} test queries; sft {res['sft_steps']} steps, RL {res['steps']} "
-        "steps (faint: per step; solid: 5-step running mean)",
+        f"{res['test_queries']} test queries; sft {res['sft_steps']} steps, RL "
+        f"{rl_steps_text(res)} (faint: per step; solid: 5-step running mean)",
         fontsize=10,
     )
     fig.tight_layout()
@@ -339,7 +354,7 @@ def print_table(res: dict[str, Any]) -> None:
     from benchmarks.readme_tables import experiment_table
 
     print(
-        f"\n{res['test_queries']} test queries; RL {res['steps']} steps; "
+        f"\n{res['test_queries']} test queries; RL {rl_steps_text(res)}; "
         f"sft {res['sft_steps']} steps"
     )
     print(experiment_table(res))
@@ -368,7 +383,8 @@ def main() -> None:
         from stages.core.store import ArtifactStore
 
         done = [e for e in evals if ArtifactStore(workdir).exists(e)]
-        paired = [p for p in ("eval-sft", "eval-sft-grpo") if p in done]
+        references = ("sft", "sft-grpo", *cfg.get("grpo_of", {}).values())
+        paired = [f"eval-{p}" for p in references if f"eval-{p}" in done]
         rerec(
             workdir, "report", *done, "--out", str(workdir / "report"),
             *[x for p in paired for x in ("--paired-against", p)],

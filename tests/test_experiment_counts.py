@@ -84,5 +84,7 @@ def test_plan_lets_a_run_override_the_shared_rl_options_and_pairs_it_with_its_gr
         ("paired_vs_sft", "sft-grpo-48", "sft"),
         ("paired_vs_grpo", "sft-rerec", "sft-grpo"),
         ("paired_vs_grpo", "sft-rerec-48", "sft-grpo-48"),
-        ("paired_vs_grpo", "sft-grpo-48", "sft-grpo"),
     ]
+    res = {"steps": 16, "run_steps": {"sft-rerec": 16, "sft-rerec-48": 48, "sft-grpo-48": 48}}
+    assert experiment.rl_steps_text(res) == "16 steps (sft-rerec-48, sft-grpo-48: 48)"
+    assert experiment.rl_steps_text({"steps": 16}) == "16 steps"

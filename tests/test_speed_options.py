@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -530,32 +531,56 @@ def test_shared_prompt_cache_decodes_as_each_rows_own_prompt_pass(toy) -> None:
 
 
 def test_shared_prompts_in_the_rollouts_of_a_training_step(toy, tmp_path, monkeypatch) -> None:
-    """With `--share-prompts` a step's rollouts take the shared prompt pass, and sample the
-    completions of the unshared run (fp32, the same seed; no LoRA dropout, which TRL leaves on
-    while an fp32 policy generates, so that a shared prompt pass would draw other masks)."""
+    """With `--share-prompts` a step's rollouts take the shared prompt pass: `generate` gets a
+    cache of every prompt token but the last, built once per prompt (two prompts of different
+    lengths) from the model that samples (the policy in fp32, the bf16 rollout copy in bf16),
+    and samples the completions of the unshared run (fp32, the same seed; no LoRA dropout,
+    which TRL leaves on while an fp32 policy generates, so that a shared prompt pass would
+    draw other masks)."""
     import stages.rl.trainer as rl_trainer
     from stages.rl.inputs import load_inputs
     from stages.rl.stage import make_trainer
 
     store, model = toy
-    used: list[bool] = []
+    built: list[tuple[Any, int]] = []  # (the model that ran the prompt pass, distinct prompts)
     real = rl_trainer.shared_prompt_cache
 
-    def counted(*args, **kwargs):
-        got = real(*args, **kwargs)
-        used.append(got is not None)
+    def counted(net, ids, mask):
+        got = real(net, ids, mask)
+        built.append((net, torch.unique(ids, dim=0).size(0)))
         return got
 
     monkeypatch.setattr(rl_trainer, "shared_prompt_cache", counted)
     completions = {}
-    for share in (False, True):
+    for precision, share in (("fp32", False), ("fp32", True), ("bf16", True)):
         cfg = TrainConfig(
-            model=str(model), precision="fp32", beta=0.0, lora_dropout=0.0, share_prompts=share,
-            **TRAIN,
+            model=str(model), precision=precision, beta=0.0, lora_dropout=0.0,
+            share_prompts=share, **TRAIN,
         )  # fmt: skip
-        trainer, _ = make_trainer(cfg, load_inputs(store, cfg), tmp_path / str(share), "cpu")
+        trainer, _ = make_trainer(
+            cfg, load_inputs(store, cfg), tmp_path / f"{precision}{share}", "cpu"
+        )
+        policy = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+        handed: list[tuple[int, int | None]] = []  # (prompt width, cached length) per generate
+        original = policy.generate if precision == "fp32" else None
+
+        def spy(*a, _original=original, _handed=handed, **kw):
+            cache = kw.get("cache")
+            _handed.append((kw["input_ids"].size(1), cache and cache.get_seq_length()))
+            return _original(*a, **kw)
+
+        if original is not None:
+            policy.generate = spy  # what the trainer captures as the sampling model's generate
         torch.manual_seed(3)
-        out = trainer._generate_and_score_completions([trainer.rows[0]] * 6)
-        completions[share] = out["completion_ids"]
-    assert used == [True]  # only the shared run, once for its step
-    assert torch.equal(completions[False], completions[True])
+        rows = [trainer.rows[0]] * 3 + [trainer.rows[1]] * 3
+        out = trainer._generate_and_score_completions(rows)
+        assert out["prompt_mask"].sum(dim=1).unique().numel() == 2  # one prompt is padded
+        completions[precision, share] = out["completion_ids"]
+        if precision == "fp32" and share:
+            assert [(w, w - 1) for w, _ in handed] == handed and len(handed) == 1
+        elif precision == "fp32":
+            assert handed and all(cached is None for _, cached in handed)
+        else:
+            assert built[-1][0] is trainer._rollout  # the bf16 copy ran the prompt pass
+    assert [n for _, n in built] == [2, 2]  # once per prompt, only in the shared runs
+    assert torch.equal(completions["fp32", False], completions["fp32", True])

@@ -58,6 +58,22 @@ def _distinct_prompts(
     return unique[:, : ids.size(1)], unique[:, ids.size(1) :], inverse
 
 
+def can_share_in_generate(kwargs: dict[str, Any]) -> bool:
+    """Whether a `generate` call can take `shared_prompt_cache`'s cache: text inputs only (ids
+    and mask), no cache of its own, one sequence per row (no beams, no extra return
+    sequences, which would expand the rows but not the cache) and no prefill in chunks."""
+    allowed = {"input_ids", "attention_mask", "generation_config", "stopping_criteria"}
+    if set(kwargs) - allowed or "attention_mask" not in kwargs:
+        return False
+    config = kwargs.get("generation_config")
+    return config is None or (
+        getattr(config, "cache_implementation", None) is None
+        and (getattr(config, "num_beams", 1) or 1) == 1
+        and (getattr(config, "num_return_sequences", 1) or 1) == 1
+        and getattr(config, "prefill_chunk_size", None) is None
+    )
+
+
 def shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
     """For `generate`: a KV cache of each row's prompt but its last token, each distinct prompt
     run once (no gradient) and its cache copied to the rows that share it; None when no two
@@ -73,7 +89,7 @@ def shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: tor
         return None
     ids, mask, inverse = distinct
     ids, mask = ids[:, :-1], mask[:, :-1]
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate
     with torch.no_grad():
         model(
             input_ids=ids,

@@ -26,7 +26,11 @@ from stages.rl.config import TrainConfig
 from stages.rl.curriculum import CurriculumSchedule
 from stages.rl.raae import raae_advantages
 from stages.rl.scoring import BatchScorer
-from stages.rl.shared_prompts import shared_prompt_cache, shared_prompt_logps
+from stages.rl.shared_prompts import (
+    can_share_in_generate,
+    shared_prompt_cache,
+    shared_prompt_logps,
+)
 
 STATE_FILE = "rerec_state.json"
 
@@ -134,7 +138,7 @@ class RerecGRPOTrainer(GRPOTrainer):
         stops: list[BoxStop] = []
 
         def generate_to_box(*a: Any, **kw: Any) -> Any:
-            if share and kw.get("cache") is None and "attention_mask" in kw:
+            if share and not a and can_share_in_generate(kw):
                 # --share-prompts: each distinct prompt's pass runs once for its G rows
                 cache = shared_prompt_cache(generator, kw["input_ids"], kw["attention_mask"])
                 if cache is not None:
