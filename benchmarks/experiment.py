@@ -190,7 +190,8 @@ def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
 
 def comparisons(cfg: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(results key, run, reference) of every paired comparison: each RL run against the sft,
-    and against the GRPO run of its own steps (the config's `grpo_of`, else sft-grpo)."""
+    against the GRPO run of its own steps (the config's `grpo_of`, else sft-grpo), and the
+    config's other `paired` [run, reference] pairs."""
     grpo_of = cfg.get("grpo_of", {})
     pairs = [("paired_vs_sft", run, "sft") for run in cfg["runs"]]
     pairs += [
@@ -198,6 +199,7 @@ def comparisons(cfg: dict[str, Any]) -> list[tuple[str, str, str]]:
         for run in cfg["runs"]
         if run not in grpo_of.values()  # a GRPO run is the reference of its own steps
     ]
+    pairs += [("paired_other", run, against) for run, against in cfg.get("paired", [])]
     return [(key, run, against) for key, run, against in pairs if run != against]
 
 

@@ -81,7 +81,11 @@ def experiment_table(res: dict[str, Any]) -> str:
         f"- {run} − {d.get('against', against)}: {d['diff']:+.3f} "
         f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
         f"(paired bootstrap, n={d['n']})"
-        for key, against in (("paired_vs_sft", "sft"), ("paired_vs_grpo", "sft-grpo"))
+        for key, against in (
+            ("paired_vs_sft", "sft"),
+            ("paired_vs_grpo", "sft-grpo"),
+            ("paired_other", ""),
+        )
         for run, d in res.get(key, {}).items()
     ]
     if paired:

@@ -66,6 +66,7 @@ def test_plan_lets_a_run_override_the_shared_rl_options_and_pairs_it_with_its_gr
         },
         "main_runs": 2,
         "grpo_of": {"sft-rerec-48": "sft-grpo-48"},
+        "paired": [["sft-rerec-48", "sft-rerec"]],
     }
     steps = experiment.plan(cfg, None)
     train = {s[s.index("--output") + 1]: s for s in steps if s[0] == "train"}
@@ -84,6 +85,7 @@ def test_plan_lets_a_run_override_the_shared_rl_options_and_pairs_it_with_its_gr
         ("paired_vs_sft", "sft-grpo-48", "sft"),
         ("paired_vs_grpo", "sft-rerec", "sft-grpo"),
         ("paired_vs_grpo", "sft-rerec-48", "sft-grpo-48"),
+        ("paired_other", "sft-rerec-48", "sft-rerec"),
     ]
     res = {"steps": 16, "run_steps": {"sft-rerec": 16, "sft-rerec-48": 48, "sft-grpo-48": 48}}
     assert experiment.rl_steps_text(res) == "16 steps (sft-rerec-48, sft-grpo-48: 48)"
