@@ -584,3 +584,14 @@ def test_shared_prompts_in_the_rollouts_of_a_training_step(toy, tmp_path, monkey
             assert built[-1][0] is trainer._rollout  # the bf16 copy ran the prompt pass
     assert [n for _, n in built] == [2, 2]  # once per prompt, only in the shared runs
     assert torch.equal(completions["fp32", False], completions["fp32", True])
+
+
+def test_shared_prompts_are_the_default_and_recorded_only_when_on() -> None:
+    """On by default, and then in the config (so in the version id); off, the config is that of
+    runs made before the option existed, which computed without it (their ids hold)."""
+    from stages.core.manifest import config_dict
+
+    assert config_dict(TrainConfig())["share_prompts"] is True
+    off = config_dict(TrainConfig(share_prompts=False))
+    assert "share_prompts" not in off
+    assert off == {k: v for k, v in config_dict(TrainConfig()).items() if k != "share_prompts"}

@@ -123,10 +123,10 @@ class TrainConfig(StageConfig):
         "smaller values accumulate gradients)",
     )
     max_completion_length: int = Field(default=512, ge=8, description="generated tokens at most")
-    # At its default it is left out of the dumped config, so versions made before it existed
-    # keep their ids.
+    # Off, it is left out of the dumped config: runs made before the option existed computed
+    # without it and keep their ids; on (the default since 2026-11-29) it is recorded.
     share_prompts: bool = Field(
-        default=False,
+        default=True,
         exclude_if=lambda v: v is False,
         description="run each prompt once for all its completions, in the rollouts' prompt "
         "pass and in the loss's forward pass (the same computation up to rounding; LoRA "
