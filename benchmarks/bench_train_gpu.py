@@ -2,10 +2,11 @@
 
 Random weights (speed does not depend on them), the tokenizer of the fetched SmolLM2 (the hub is
 not reachable; the embedding table is therefore 49,152 rows instead of Qwen's 151,936), LoRA on
-every linear layer, bf16, G = 8. Prints seconds per step, generated tokens per second and the
-peak GPU memory. Needs the demo's artifacts (queries, graph, cf, smollm2-135m) in the workdir.
+every linear layer, bf16, G = 8. Prints seconds per step, where they go (rollouts, rewards,
+loss forward, backward, the rest), generated tokens per second and the peak GPU memory. Needs
+the demo's artifacts (queries, graph, cf; the tokenizer from smollm2-135m or `--tokenizer`).
 
-    python benchmarks/bench_train_gpu.py      # on a CUDA machine (< 8 min on an H100)
+    python benchmarks/bench_train_gpu.py      # on a CUDA machine (about 3 min on an H200)
     python benchmarks/bench_train_gpu.py --device cpu --layers 1 --hidden 64 --steps 2  # smoke
 """
 
@@ -33,6 +34,62 @@ QWEN25_3B = dict(
     rms_norm_eps=1e-6,
     tie_word_embeddings=True,
 )
+
+
+# the parts of a GRPO step, each a trainer method TRL calls once per step here (one generation
+# per optimizer step, one micro-batch): name -> method
+PHASES = {
+    "rollouts": "_generate_single_turn",
+    "rewards": "_calculate_rewards",
+    "prepare": "_prepare_inputs",  # rollouts + rewards + advantages
+    "loss forward": "compute_loss",
+    "train step": "training_step",  # prepare + loss forward + backward
+}
+
+
+def time_phases(trainer, cuda: bool) -> dict[str, dict[int, float]]:
+    """Wrap the trainer's PHASES methods to add their seconds (synchronised on CUDA) per step."""
+    import torch
+
+    spent: dict[str, dict[int, float]] = {name: {} for name in PHASES}
+
+    def timer(call, by_step: dict[int, float]):
+        def timed(*a, **k):
+            if cuda:
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            try:
+                return call(*a, **k)
+            finally:
+                if cuda:
+                    torch.cuda.synchronize()
+                step = trainer.state.global_step
+                by_step[step] = by_step.get(step, 0.0) + time.perf_counter() - started
+
+        return timed
+
+    for name, method in PHASES.items():
+        setattr(trainer, method, timer(getattr(trainer, method), spent[name]))
+    return spent
+
+
+def phase_line(spent: dict[str, dict[int, float]], steps: list[float]) -> str:
+    """Median seconds per step of each part, and its share of the median step."""
+    med = {name: statistics.median(by_step.values()) for name, by_step in spent.items() if by_step}
+    parts = {
+        "rollouts": med.get("rollouts", 0.0),
+        "rewards": med.get("rewards", 0.0),
+        "other preparation": med.get("prepare", 0.0)
+        - med.get("rollouts", 0.0)
+        - med.get("rewards", 0.0),
+        "loss forward": med.get("loss forward", 0.0),
+        "backward": med.get("train step", 0.0)
+        - med.get("prepare", 0.0)
+        - med.get("loss forward", 0.0),
+        "optimizer and the rest": statistics.median(steps) - med.get("train step", 0.0),
+    }
+    total = statistics.median(steps)
+    return "; ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in parts.items())
 
 
 def write_model(folder: Path, tokenizer_dir: Path, layers: int | None, hidden: int | None) -> Path:
@@ -73,6 +130,18 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--layers", type=int, default=None, help="fewer layers (smoke test)")
     parser.add_argument("--hidden", type=int, default=None, help="smaller width (smoke test)")
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="folder with the tokenizer files (default: the workdir's smollm2-135m artifact)",
+    )
+    parser.add_argument(
+        "--share-prompts",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one prompt pass per distinct prompt (rerec train's default)",
+    )
     a = parser.parse_args()
 
     import torch
@@ -84,9 +153,8 @@ def main() -> None:
 
     store = ArtifactStore(a.workdir)
     tmp = Path(tempfile.mkdtemp(prefix="bench-gpu-"))
-    model_dir = write_model(
-        tmp / "qwen2.5-3b-arch", store.resolve("smollm2-135m").file("model"), a.layers, a.hidden
-    )
+    tokenizer = a.tokenizer or store.resolve("smollm2-135m").file("model")
+    model_dir = write_model(tmp / "qwen2.5-3b-arch", tokenizer, a.layers, a.hidden)
     cfg = TrainConfig(
         model=str(model_dir),
         steps=a.steps,
@@ -96,9 +164,11 @@ def main() -> None:
         limit=a.steps * a.prompts_per_step,
         device=a.device,
         save_steps=10_000,
+        share_prompts=a.share_prompts,
     )
     inputs = load_inputs(store, cfg)
     trainer, _ = make_trainer(cfg, inputs, tmp / "run", a.device)
+    spent = time_phases(trainer, a.device == "cuda")
     if a.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
@@ -111,12 +181,16 @@ def main() -> None:
         for r in log
         if r["completion_length_mean"] is not None
     ]
-    print(f"{machine()}; device {a.device}")
+    print(f"{machine()}; device {a.device}; share_prompts {a.share_prompts}")
     print(f"steps {len(log)}; wall {wall:.1f} s; median {statistics.median(secs):.2f} s/step")
     print(
         f"generated tokens/s (median over steps): "
         f"{statistics.median(t / s for t, s in zip(tokens, secs, strict=False)):.0f}"
     )
+    print(f"per step (medians): {phase_line(spent, secs)}")
+    rollout_s = statistics.median(spent["rollouts"].values()) if spent["rollouts"] else None
+    if rollout_s:
+        print(f"generated tokens/s while sampling: {statistics.median(tokens) / rollout_s:.0f}")
     if a.device == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 

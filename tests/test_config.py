@@ -124,6 +124,23 @@ def test_trl_keys_are_checked(tmp_path: Path, trl: dict, message: str) -> None:
         grpo_args(cfg, tmp_path, steps=1, micro=5, accumulation=1, device="cpu", weights=[1.0])
 
 
+def test_activation_checkpointing_uses_the_field_this_transformers_has() -> None:
+    """transformers 5.17 (the lowest pinned) knows only ``gradient_checkpointing``; newer ones
+    also ``activation_checkpointing``. A CUDA run with the wrong one failed to start (seen on a
+    lent H200 with the image's transformers 5.17)."""
+    import dataclasses
+
+    from stages.core.extra_args import activation_checkpointing
+
+    old = dataclasses.make_dataclass("Old", [("gradient_checkpointing", bool, False)])
+    new = dataclasses.make_dataclass(
+        "New", [("gradient_checkpointing", bool, False), ("activation_checkpointing", bool, False)]
+    )
+    assert activation_checkpointing(old, True) == {"gradient_checkpointing": True}
+    assert activation_checkpointing(new, True) == {"activation_checkpointing": True}
+    assert activation_checkpointing(new, False) == {"activation_checkpointing": False}
+
+
 def test_pass_through_flags_parse_typed_values() -> None:
     from stages.core.extra_args import key_values
 

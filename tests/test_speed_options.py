@@ -491,7 +491,7 @@ def test_shared_prompt_cache_decodes_as_each_rows_own_prompt_pass(toy) -> None:
     copied to its rows (interleaved here, prompts of different lengths so one is left-padded),
     decodes what it decodes from every row's own pass: the same greedy tokens and the same
     scores up to rounding, and the same sampled tokens from the same seed."""
-    from stages.rl.shared_prompts import shared_prompt_cache
+    from stages.rl.shared_prompts import cache_keyword, shared_prompt_cache
 
     store, folder = toy
     tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
@@ -515,7 +515,7 @@ def test_shared_prompt_cache_decodes_as_each_rows_own_prompt_pass(toy) -> None:
             outs.append(
                 model.generate(
                     **batch,
-                    cache=cache,
+                    **{cache_keyword(): cache},
                     max_new_tokens=16,
                     do_sample=sample,
                     min_new_tokens=16,
@@ -539,6 +539,7 @@ def test_shared_prompts_in_the_rollouts_of_a_training_step(toy, tmp_path, monkey
     draw other masks)."""
     import stages.rl.trainer as rl_trainer
     from stages.rl.inputs import load_inputs
+    from stages.rl.shared_prompts import cache_keyword
     from stages.rl.stage import make_trainer
 
     store, model = toy
@@ -565,7 +566,7 @@ def test_shared_prompts_in_the_rollouts_of_a_training_step(toy, tmp_path, monkey
         original = policy.generate if precision == "fp32" else None
 
         def spy(*a, _original=original, _handed=handed, **kw):
-            cache = kw.get("cache")
+            cache = kw.get(cache_keyword())
             _handed.append((kw["input_ids"].size(1), cache and cache.get_seq_length()))
             return _original(*a, **kw)
 

@@ -93,6 +93,19 @@ def check_extra(flag: str, cls: type, values: Mapping[str, Any], own: Mapping[st
     return dict(values)
 
 
+def activation_checkpointing(cls: type, on: bool) -> dict[str, bool]:
+    """Recompute activations in the backward pass: newer transformers name the
+    TrainingArguments field ``activation_checkpointing``; older ones (5.17, the lowest rerec
+    supports) know only ``gradient_checkpointing``."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else ("gradient_checkpointing")
+    )
+    return {name: on}
+
+
 def check_extras(cfg: Any, trainer_config: type) -> None:
     """A stage's `trl`/`peft` keys that are not fields, checked before anything loads (the
     keys rerec sets itself are refused when its arguments are built)."""

@@ -29,11 +29,24 @@ from their own prompt pass.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
+
+
+@functools.cache
+def cache_keyword() -> str:
+    """The keyword a model's forward (and `generate`) takes a KV cache by: ``cache`` in newer
+    transformers, ``past_key_values`` in older ones (5.17, the lowest rerec supports), whose
+    models would swallow a ``cache=`` unused."""
+    from transformers.models.llama.modeling_llama import LlamaModel
+
+    params = inspect.signature(LlamaModel.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _plain_cache(model: Any) -> Any | None:
@@ -78,7 +91,7 @@ def shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: tor
     """For `generate`: a KV cache of each row's prompt but its last token, each distinct prompt
     run once (no gradient) and its cache copied to the rows that share it; None when no two
     rows share a prompt or the model does not fill a plain cache. ``generate(input_ids=...,
-    attention_mask=..., cache=cache)`` then runs only the last prompt token and
+    attention_mask=..., cache=cache)`` (`cache_keyword`) then runs only the last prompt token and
     decodes. Positions are those `generate` gives a left-padded row (its mask's running count),
     so a row continues as from its own prompt pass."""
     if input_ids.size(1) < 2:
@@ -95,7 +108,7 @@ def shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: tor
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            cache=cache,
+            **{cache_keyword(): cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -138,7 +151,7 @@ def shared_prompt_logps(
         model(
             input_ids=prompt_ids[:, :-1],
             attention_mask=prompt_mask[:, :-1],
-            cache=cache,
+            **{cache_keyword(): cache},
             labels=no_labels,
             fused_lm_head=True,
         )
@@ -151,7 +164,7 @@ def shared_prompt_logps(
         out = model(
             input_ids=rest,
             attention_mask=attention_mask,
-            cache=cache,
+            **{cache_keyword(): cache},
             labels=labels,
             fused_lm_head=True,
         )

@@ -40,7 +40,7 @@ from trl import GRPOConfig
 from stages.core.artifact import Artifact, ArtifactWriter, BuildResult
 from stages.core.devices import pick_device
 from stages.core.errors import UserError
-from stages.core.extra_args import check_extra, check_extras
+from stages.core.extra_args import activation_checkpointing, check_extra, check_extras
 from stages.core.store import ArtifactStore
 from stages.core.tracking import keep_tensorboard_logs, report_to
 from stages.llm.generation import load_model_folder, quiet_libraries, resolve_precision
@@ -152,10 +152,10 @@ def grpo_args(
         lr_scheduler_type="constant",
         loss_type="dapo",  # token-mean over the batch, as in the paper's verl setup
         scale_rewards="group",
-        activation_checkpointing=device == "cuda",
         disable_tqdm=True,
         log_level="warning",
     )
+    defaults |= activation_checkpointing(GRPOConfig, device == "cuda")
     extra = check_extra("trl", GRPOConfig, cfg.trl, own=args)
     return GRPOConfig(**args, **(defaults | extra))
 

@@ -27,6 +27,7 @@ from stages.rl.curriculum import CurriculumSchedule
 from stages.rl.raae import raae_advantages
 from stages.rl.scoring import BatchScorer
 from stages.rl.shared_prompts import (
+    cache_keyword,
     can_share_in_generate,
     shared_prompt_cache,
     shared_prompt_logps,
@@ -142,7 +143,7 @@ class RerecGRPOTrainer(GRPOTrainer):
                 # --share-prompts: each distinct prompt's pass runs once for its G rows
                 cache = shared_prompt_cache(generator, kw["input_ids"], kw["attention_mask"])
                 if cache is not None:
-                    kw["cache"] = cache
+                    kw[cache_keyword()] = cache
             if self.stop_at_box:
                 stops.append(BoxStop(self.processing_class, kw["input_ids"].shape[1]))
                 criteria = StoppingCriteriaList([*(kw.pop("stopping_criteria", None) or [])])

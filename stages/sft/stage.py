@@ -35,7 +35,7 @@ from stages.core.artifact import Artifact, ArtifactWriter, BuildResult
 from stages.core.atomic import write_durably
 from stages.core.devices import pick_device
 from stages.core.errors import UserError
-from stages.core.extra_args import check_extra, check_extras
+from stages.core.extra_args import activation_checkpointing, check_extra, check_extras
 from stages.core.store import ArtifactStore
 from stages.core.tracking import keep_tensorboard_logs, report_to
 from stages.llm.generation import load_model_folder, quiet_libraries
@@ -167,12 +167,12 @@ def sft_args(
     )
     defaults = dict(  # rerec's choices that `--trl` may change
         lr_scheduler_type="cosine",
-        # recomputing activations saves memory a 135M model on a CPU does not need, at about a
-        # third more compute per step; on a GPU (bigger models) it stays on, as in `train`
-        activation_checkpointing=device == "cuda",
         disable_tqdm=True,
         log_level="warning",
     )
+    # recomputing activations saves memory a 135M model on a CPU does not need, at about a
+    # third more compute per step; on a GPU (bigger models) it stays on, as in `train`
+    defaults |= activation_checkpointing(TRLConfig, device == "cuda")
     extra = check_extra("trl", TRLConfig, cfg.trl, own=args)
     return TRLConfig(**args, **(defaults | extra))
 
