@@ -16,7 +16,7 @@ DEMO_EVAL := --limit 24 --max-new-tokens 160 --quiet
 help:
 	@echo "make demo    set up, fetch real data + SmolLM2-135M, run every stage (CPU)"
 	@echo "make test    set up and run the test suite (no network needed)"
-	@echo "make test-lowest  the suite again on transformers 5.17, the lowest supported"
+	@echo "make test-lowest  the suite again on transformers 5.17, the lowest supported (fetches it)"
 	@echo "make experiment  base/sft/sft->grpo/sft->rerec + ablations on 500 test queries (hours, resumable)"
 	@echo "make lint    ruff check + format check"
 	@echo "make lock    regenerate constraints/cpu.txt from the current virtualenv"
@@ -66,6 +66,7 @@ test: install
 # hub release it takes, laid over the virtualenv: the suite on that end of the range too.
 LOWEST := $(VENV)-transformers-5.17
 $(LOWEST)/.installed: $(BIN)/.installed
+	rm -rf $(LOWEST)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 		--target $(LOWEST) transformers==5.17.0 huggingface_hub==1.33.0 httpx==0.28.1 httpcore==1.0.9
 	touch $@

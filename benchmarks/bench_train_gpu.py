@@ -73,23 +73,25 @@ def time_phases(trainer, cuda: bool) -> dict[str, dict[int, float]]:
     return spent
 
 
-def phase_line(spent: dict[str, dict[int, float]], steps: list[float]) -> str:
-    """Median seconds per step of each part, and its share of the median step."""
-    med = {name: statistics.median(by_step.values()) for name, by_step in spent.items() if by_step}
+def phase_line(spent: dict[str, dict[int, float]], log: list[dict]) -> str:
+    """Median over steps of each part's seconds (the parts measured as differences are taken
+    per step, then the median), and its share of the median step."""
+    seconds = {row["step"] - 1: row["seconds"] for row in log}  # timers key the step before
+
+    def at(name: str, step: int) -> float:
+        return spent[name].get(step, 0.0)
+
     parts = {
-        "rollouts": med.get("rollouts", 0.0),
-        "rewards": med.get("rewards", 0.0),
-        "other preparation": med.get("prepare", 0.0)
-        - med.get("rollouts", 0.0)
-        - med.get("rewards", 0.0),
-        "loss forward": med.get("loss forward", 0.0),
-        "backward": med.get("train step", 0.0)
-        - med.get("prepare", 0.0)
-        - med.get("loss forward", 0.0),
-        "optimizer and the rest": statistics.median(steps) - med.get("train step", 0.0),
+        "rollouts": lambda n: at("rollouts", n),
+        "rewards": lambda n: at("rewards", n),
+        "other preparation": lambda n: at("prepare", n) - at("rollouts", n) - at("rewards", n),
+        "loss forward": lambda n: at("loss forward", n),
+        "backward": lambda n: at("train step", n) - at("prepare", n) - at("loss forward", n),
+        "optimizer and the rest": lambda n: seconds[n] - at("train step", n),
     }
-    total = statistics.median(steps)
-    return "; ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in parts.items())
+    total = statistics.median(seconds.values())
+    medians = {name: statistics.median(part(n) for n in seconds) for name, part in parts.items()}
+    return "; ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in medians.items())
 
 
 def write_model(folder: Path, tokenizer_dir: Path, layers: int | None, hidden: int | None) -> Path:
@@ -187,7 +189,7 @@ def main() -> None:
         f"generated tokens/s (median over steps): "
         f"{statistics.median(t / s for t, s in zip(tokens, secs, strict=False)):.0f}"
     )
-    print(f"per step (medians): {phase_line(spent, secs)}")
+    print(f"per step (medians): {phase_line(spent, log)}")
     rollout_s = statistics.median(spent["rollouts"].values()) if spent["rollouts"] else None
     if rollout_s:
         print(f"generated tokens/s while sampling: {statistics.median(tokens) / rollout_s:.0f}")

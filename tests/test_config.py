@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -124,21 +125,44 @@ def test_trl_keys_are_checked(tmp_path: Path, trl: dict, message: str) -> None:
         grpo_args(cfg, tmp_path, steps=1, micro=5, accumulation=1, device="cpu", weights=[1.0])
 
 
-def test_activation_checkpointing_uses_the_field_this_transformers_has() -> None:
-    """transformers 5.17 (the lowest pinned) knows only ``gradient_checkpointing``; newer ones
-    also ``activation_checkpointing``. A CUDA run with the wrong one failed to start (seen on a
-    lent H200 with the image's transformers 5.17)."""
-    import dataclasses
+@pytest.mark.parametrize("stage", ["train", "sft"])
+def test_activation_checkpointing_on_cuda_under_this_transformers_name(tmp_path, stage) -> None:
+    """transformers 5.17 (the lowest pinned; `make test-lowest` runs this on it) knows only
+    ``gradient_checkpointing``, newer ones also ``activation_checkpointing``. Setting the name
+    5.17 lacks made every CUDA run fail at start (seen on a lent H200). The trainer configs are
+    built as for a CUDA run (on) and a CPU one (off), and ``--trl`` takes either name."""
+    from stages.core.extra_args import checkpointing_field
 
-    from stages.core.extra_args import activation_checkpointing
+    if stage == "train":
+        from trl import GRPOConfig as cls
 
-    old = dataclasses.make_dataclass("Old", [("gradient_checkpointing", bool, False)])
-    new = dataclasses.make_dataclass(
-        "New", [("gradient_checkpointing", bool, False), ("activation_checkpointing", bool, False)]
-    )
-    assert activation_checkpointing(old, True) == {"gradient_checkpointing": True}
-    assert activation_checkpointing(new, True) == {"activation_checkpointing": True}
-    assert activation_checkpointing(new, False) == {"activation_checkpointing": False}
+        from stages.rl.config import TrainConfig
+        from stages.rl.stage import grpo_args
+
+        def build(device: str, trl: dict):
+            cfg = TrainConfig(model="m", steps=1, trl=trl)
+            return grpo_args(cfg, tmp_path, steps=1, micro=5, accumulation=1, device=device,
+                             weights=[1.0])  # fmt: skip
+    else:
+        from trl import SFTConfig as cls
+
+        from stages.sft.config import SFTConfig
+        from stages.sft.stage import sft_args
+
+        def build(device: str, trl: dict):
+            return sft_args(SFTConfig(steps=1, trl=trl), str(tmp_path), 1, device, False)
+
+    field = checkpointing_field(cls)
+    assert field in {f.name for f in dataclasses.fields(cls)}
+    assert build("cuda", {}).gradient_checkpointing is True  # the name every release reads
+    assert getattr(build("cuda", {}), field) is True
+    assert build("cpu", {}).gradient_checkpointing is False
+    for name in ("gradient_checkpointing", "activation_checkpointing"):
+        off = build("cuda", {name: False})
+        assert off.gradient_checkpointing is False and getattr(off, field) is False
+    both = {"gradient_checkpointing": True, "activation_checkpointing": True}
+    with pytest.raises(UserError, match="one setting by two names"):
+        build("cuda", both)
 
 
 def test_pass_through_flags_parse_typed_values() -> None:

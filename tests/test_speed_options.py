@@ -3,8 +3,12 @@ beta 0. Tiny models only (tests/fixtures/tiny_llm.py, tests/fixtures/workdirs.py
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -515,7 +519,7 @@ def test_shared_prompt_cache_decodes_as_each_rows_own_prompt_pass(toy) -> None:
             outs.append(
                 model.generate(
                     **batch,
-                    **{cache_keyword(): cache},
+                    **{cache_keyword(model): cache},
                     max_new_tokens=16,
                     do_sample=sample,
                     min_new_tokens=16,
@@ -528,6 +532,38 @@ def test_shared_prompt_cache_decodes_as_each_rows_own_prompt_pass(toy) -> None:
         for a, b in zip(outs[0].scores, outs[1].scores, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
     assert shared_prompt_cache(model, batch["input_ids"][:2], batch["attention_mask"][:2]) is None
+
+
+def test_shared_prompts_say_when_the_model_swallows_the_cache(toy) -> None:
+    """A model that takes the cache under another keyword (as transformers 5.17 did with
+    ``cache=``) leaves it empty: sharing falls back to the unshared pass, and says so once,
+    instead of silently (how a lent GPU found it). The keyword is read off the model's own
+    forward, inside a PEFT wrapper too."""
+    from peft import LoraConfig, get_peft_model
+
+    from stages.rl.shared_prompts import cache_keyword, shared_prompt_cache
+
+    _, folder = toy
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    key = cache_keyword(model)
+    assert key in inspect.signature(type(model).forward).parameters
+    lora = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert cache_keyword(lora) == key  # PeftModel's forward takes **kwargs: read the base's
+
+    class Swallows(torch.nn.Module):  # forward(**kwargs): drops the cache it is handed
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, inner.config
+
+        def forward(self, **kwargs):
+            kwargs.pop(key, None)
+            return self.inner(**kwargs)
+
+    ids = torch.tensor([[5, 6, 7, 8], [5, 6, 7, 8]])
+    mask = torch.ones_like(ids)
+    assert shared_prompt_cache(model, ids, mask).get_seq_length() == 3
+    with pytest.warns(RuntimeWarning, match=f"did not fill the KV cache handed to it as {key}="):
+        assert shared_prompt_cache(Swallows(model), ids, mask) is None
 
 
 def test_shared_prompts_in_the_rollouts_of_a_training_step(toy, tmp_path, monkeypatch) -> None:
@@ -565,8 +601,10 @@ def test_shared_prompts_in_the_rollouts_of_a_training_step(toy, tmp_path, monkey
         handed: list[tuple[int, int | None]] = []  # (prompt width, cached length) per generate
         original = policy.generate if precision == "fp32" else None
 
-        def spy(*a, _original=original, _handed=handed, **kw):
-            cache = kw.get(cache_keyword())
+        key = cache_keyword(policy)
+
+        def spy(*a, _original=original, _handed=handed, _key=key, **kw):
+            cache = kw.get(_key)
             _handed.append((kw["input_ids"].size(1), cache and cache.get_seq_length()))
             return _original(*a, **kw)
 
@@ -596,3 +634,24 @@ def test_shared_prompts_are_the_default_and_recorded_only_when_on() -> None:
     off = config_dict(TrainConfig(share_prompts=False))
     assert "share_prompts" not in off
     assert off == {k: v for k, v in config_dict(TrainConfig()).items() if k != "share_prompts"}
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_bench_train_gpu_smoke_mode_times_every_part(toy) -> None:
+    """`benchmarks/bench_train_gpu.py --device cpu` (its smoke mode) on the toy workdir: it
+    trains and says where the step went (the wrappers around TRL's methods saw each part)."""
+    store, model = toy
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_train_gpu.py"
+    out = subprocess.run(
+        [sys.executable, str(script),
+         "--workdir", str(store.root), "--tokenizer", str(model), "--device", "cpu",
+         "--layers", "1", "--hidden", "16", "--steps", "2", "--prompts-per-step", "1",
+         "--generations", "2", "--max-completion-length", "8"],
+        capture_output=True, text=True, timeout=600, check=True,
+    ).stdout  # fmt: skip
+    assert "steps 2;" in out
+    phases = re.search(r"per step \(medians\): (.*)", out).group(1)
+    names = [part.split(" ")[0] for part in phases.split("; ")]
+    assert names == ["rollouts", "rewards", "other", "loss", "backward", "optimizer"]
+    rollouts = float(re.search(r"rollouts ([\d.]+) s", phases).group(1))
+    assert rollouts > 0  # the wrapper saw the sampling

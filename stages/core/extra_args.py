@@ -77,11 +77,35 @@ OWN_OPTION = {
 }
 
 
+# TrainingArguments' activation recomputation: newer transformers name the field
+# `activation_checkpointing`, older ones (5.17, the lowest rerec supports) only
+# `gradient_checkpointing`; either name given to `--trl` means the field this one has
+CHECKPOINTING = ("activation_checkpointing", "gradient_checkpointing")
+
+
+def checkpointing_field(cls: type) -> str:
+    """The name of ``cls``'s activation-recomputation field in the installed transformers."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return next((name for name in CHECKPOINTING if name in fields), CHECKPOINTING[-1])
+
+
+def activation_checkpointing(cls: type, on: bool) -> dict[str, bool]:
+    """Recompute activations in the backward pass (rerec's default on CUDA), under the field
+    name this transformers has (`checkpointing_field`)."""
+    return {checkpointing_field(cls): on}
+
+
 def check_extra(flag: str, cls: type, values: Mapping[str, Any], own: Mapping[str, Any] = {}):
     """``values`` for dataclass ``cls``, checked: every key a field, none that rerec sets
-    (``own``: the arguments rerec passes). One line naming the key otherwise."""
+    (``own``: the arguments rerec passes). One line naming the key otherwise. Either name of
+    the activation-recomputation field comes back as the one this transformers has."""
     fields = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
+    renamed = checkpointing_field(cls) if fields & set(CHECKPOINTING) else None
+    given = [key for key in CHECKPOINTING if key in values]
+    if renamed and len(given) > 1:
+        raise UserError(f"--{flag} {' and '.join(given)}: one setting by two names; give one")
+    out = {(renamed if renamed and key in CHECKPOINTING else key): v for key, v in values.items()}
+    for key in out:
         if key not in fields:
             near = difflib.get_close_matches(key, sorted(fields), n=1)
             hint = f" (did you mean {near[0]}?)" if near else ""
@@ -90,20 +114,7 @@ def check_extra(flag: str, cls: type, values: Mapping[str, Any], own: Mapping[st
             option = OWN_OPTION.get(key)
             where = f"rerec sets it from {option}" if option else "rerec sets it itself"
             raise UserError(f"--{flag} {key}: {where}")
-    return dict(values)
-
-
-def activation_checkpointing(cls: type, on: bool) -> dict[str, bool]:
-    """Recompute activations in the backward pass: newer transformers name the
-    TrainingArguments field ``activation_checkpointing``; older ones (5.17, the lowest rerec
-    supports) know only ``gradient_checkpointing``."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    name = (
-        "activation_checkpointing"
-        if "activation_checkpointing" in fields
-        else ("gradient_checkpointing")
-    )
-    return {name: on}
+    return out
 
 
 def check_extras(cfg: Any, trainer_config: type) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -38,15 +39,35 @@ from typing import Any
 import torch
 
 
+def cache_keyword(model: Any) -> str:
+    """The keyword ``model``'s forward (and so `generate`) takes a KV cache by: ``cache`` in
+    newer transformers, ``past_key_values`` in older ones (5.17, the lowest rerec supports),
+    whose models swallow a ``cache=`` unused. Read off the forward of the model inside any DDP
+    or PEFT wrapper; one that names neither (``**kwargs`` only) gets this transformers' name."""
+    inner = getattr(model, "module", model)
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    return _keyword_of(type(inner))
+
+
 @functools.cache
-def cache_keyword() -> str:
-    """The keyword a model's forward (and `generate`) takes a KV cache by: ``cache`` in newer
-    transformers, ``past_key_values`` in older ones (5.17, the lowest rerec supports), whose
-    models would swallow a ``cache=`` unused."""
+def _keyword_of(cls: type) -> str:
+    params = inspect.signature(cls.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
     from transformers.models.llama.modeling_llama import LlamaModel
 
-    params = inspect.signature(LlamaModel.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return _keyword_of(LlamaModel) if cls is not LlamaModel else "past_key_values"
+
+
+def _unfilled(where: str, model: Any) -> None:
+    warnings.warn(
+        f"--share-prompts: the model did not fill the KV cache handed to it as "
+        f"{cache_keyword(model)}= ({where}); those prompts run unshared",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _plain_cache(model: Any) -> Any | None:
@@ -108,11 +129,12 @@ def shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: tor
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            **{cache_keyword(): cache},
+            **{cache_keyword(model): cache},
             use_cache=True,
             logits_to_keep=1,
         )
     if cache.get_seq_length() != ids.size(1):
+        _unfilled("rollouts", model)
         return None
     cache.batch_select_indices(inverse)
     return cache
@@ -151,12 +173,13 @@ def shared_prompt_logps(
         model(
             input_ids=prompt_ids[:, :-1],
             attention_mask=prompt_mask[:, :-1],
-            **{cache_keyword(): cache},
+            **{cache_keyword(model): cache},
             labels=no_labels,
             fused_lm_head=True,
         )
         if cache.get_seq_length() != prompt_len - 1:
-            return None  # the model did not fill the cache (the caller runs the usual pass)
+            _unfilled("loss", model)
+            return None  # the caller runs the usual pass
         cache.batch_select_indices(inverse)  # one copy of its prompt's cache per row
         # each row's last prompt token, then its completion: their log-probabilities
         rest = input_ids[:, prompt_len - 1 :]
@@ -164,7 +187,7 @@ def shared_prompt_logps(
         out = model(
             input_ids=rest,
             attention_mask=attention_mask,
-            **{cache_keyword(): cache},
+            **{cache_keyword(model): cache},
             labels=labels,
             fused_lm_head=True,
         )

@@ -143,7 +143,7 @@ class RerecGRPOTrainer(GRPOTrainer):
                 # --share-prompts: each distinct prompt's pass runs once for its G rows
                 cache = shared_prompt_cache(generator, kw["input_ids"], kw["attention_mask"])
                 if cache is not None:
-                    kw[cache_keyword()] = cache
+                    kw[cache_keyword(generator)] = cache
             if self.stop_at_box:
                 stops.append(BoxStop(self.processing_class, kw["input_ids"].shape[1]))
                 criteria = StoppingCriteriaList([*(kw.pop("stopping_criteria", None) or [])])
