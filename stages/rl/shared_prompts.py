@@ -52,13 +52,13 @@ def cache_keyword(model: Any) -> str:
 
 @functools.cache
 def _keyword_of(cls: type) -> str:
-    params = inspect.signature(cls.forward).parameters
-    for name in ("cache", "past_key_values"):
-        if name in params:
-            return name
     from transformers.models.llama.modeling_llama import LlamaModel
 
-    return _keyword_of(LlamaModel) if cls is not LlamaModel else "past_key_values"
+    for forward in (cls.forward, LlamaModel.forward):  # the model's, else this transformers'
+        params = inspect.signature(forward).parameters
+        if "cache" in params or "past_key_values" in params:
+            return "cache" if "cache" in params else "past_key_values"
+    return "past_key_values"
 
 
 def _unfilled(where: str, model: Any) -> None:
@@ -123,13 +123,14 @@ def shared_prompt_cache(model: Any, input_ids: torch.Tensor, attention_mask: tor
         return None
     ids, mask, inverse = distinct
     ids, mask = ids[:, :-1], mask[:, :-1]
+    key = cache_keyword(model)
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate
     with torch.no_grad():
         model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            **{cache_keyword(model): cache},
+            **{key: cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -168,12 +169,13 @@ def shared_prompt_logps(
     if cache is None:
         return None  # sliding-window or linear-attention layers: not expanded this way
     no_labels = torch.full_like(prompt_ids[:, :-1], -100)
+    key = cache_keyword(model)
     with autocast():
         # the prompts but their last token: the KV cache (with its graph), no position scored
         model(
             input_ids=prompt_ids[:, :-1],
             attention_mask=prompt_mask[:, :-1],
-            **{cache_keyword(model): cache},
+            **{key: cache},
             labels=no_labels,
             fused_lm_head=True,
         )
@@ -187,7 +189,7 @@ def shared_prompt_logps(
         out = model(
             input_ids=rest,
             attention_mask=attention_mask,
-            **{cache_keyword(model): cache},
+            **{key: cache},
             labels=labels,
             fused_lm_head=True,
         )
