@@ -1,16 +1,20 @@
 """The paper's comparison at our scale, end to end: base, sft, sft→grpo, sft→rerec and the
 rerec ablations on the same test queries, then one report with paired bootstrap intervals and
-`benchmarks/results/<name>.json`.
+`benchmarks/results/<name>.json`, with every eval's answers per query beside it
+(`<name>-predictions.parquet`).
 
     make experiment                                   # the default config, resumable
     python benchmarks/experiment.py --config configs/experiment/smollm2-cpu.yaml
-    python benchmarks/experiment.py --only sft-grpo sft-rerec   # the first four runs
-    python benchmarks/experiment.py --results          # print the table from what is done
+    python benchmarks/experiment.py --only base sft-grpo sft-rerec   # the first four runs
+    python benchmarks/experiment.py --only base       # the data, baselines and base model only
+    python benchmarks/experiment.py --results         # print the table from what is done
 
 Each step is a `rerec` command whose artifact is skipped when it exists, so a killed run
 (Ctrl-C, a reboot) continues where it stopped; sft and RL runs also resume from their checkpoints,
 an LLM's eval from the batches it finished.
-The workdir is `REREC_WORKDIR` (default `~/rerec-runs/<name>`), outside the checkout.
+The workdir is `REREC_WORKDIR` (default `~/rerec-runs/<name>`), outside the checkout. The
+results files are merged, not rewritten: what the workdir lacks (a lost machine, a fresh one)
+keeps its committed figures (`results`).
 """
 
 from __future__ import annotations
@@ -66,7 +70,16 @@ def rerec(workdir: Path, *args: str) -> None:
 
 
 def plan(cfg: dict[str, Any], only: list[str] | None) -> list[list[str]]:
-    """Every command of the experiment, in order (cheap ones first)."""
+    """Every command of the experiment, in order (cheap ones first). ``only`` names what to
+    run beyond the data and the baselines: `base`, `sft`, RL runs (each brings the sft)."""
+    known = {"base", "sft", *cfg["runs"]}
+    if only and set(only) - known:
+        raise ValueError(
+            f"--only {' '.join(sorted(set(only) - known))}: not in the config "
+            f"(choose from {', '.join(sorted(known))})"
+        )
+    with_sft = not only or "sft" in only or bool(set(only) & set(cfg["runs"]))
+    with_base = not only or "base" in only
     prompt = flags(cfg.get("prompt", {}))
     evals = ["--limit", str(cfg["test_queries"]), *flags(cfg.get("eval", {}))]
     steps: list[list[str]] = [list(step) for step in cfg.get("prepare", [])]
@@ -75,7 +88,7 @@ def plan(cfg: dict[str, Any], only: list[str] | None) -> list[list[str]]:
         for b in cfg.get("baselines", [])
     ]
     base = ["eval", "--model", "smollm2-135m", *prompt, *evals, "--quiet"]
-    for seed in cfg.get("seeds", [0]):
+    for seed in cfg.get("seeds", [0]) if with_sft else []:
         sft_name = "sft" if seed == 0 else f"sft-s{seed}"
         steps.append(
             ["sft", *flags(cfg["sft"]), *prompt, "--seed", str(seed), "--output", sft_name, "-q"]
@@ -88,7 +101,7 @@ def plan(cfg: dict[str, Any], only: list[str] | None) -> list[list[str]]:
             )
         steps.append(["eval", "--policy", sft_name, *evals, "--output", f"eval-{sft_name}", "-q"])
         for n, (run, options) in enumerate(cfg["runs"].items()):
-            if n == cfg.get("main_runs", 0) and base not in steps:
+            if n == cfg.get("main_runs", 0) and with_base and base not in steps:
                 steps.append(base)
             if only and run not in only:
                 continue
@@ -109,83 +122,256 @@ def plan(cfg: dict[str, Any], only: list[str] | None) -> list[list[str]]:
             steps.append(
                 ["eval", "--policy", f"policy-{name}", *evals, "--output", f"eval-{name}", "-q"]
             )
-    if base not in steps:
+    if with_base and base not in steps:
         steps.append(base)
     return steps
 
 
-def results(workdir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """The issue's JSON from the eval artifacts that exist (missing runs are left out)."""
+# Per query, for every eval in the results: kept beside the JSON (`<name>-predictions.parquet`,
+# `predictions_frame`), so that paired comparisons outlive the workdir (a lost machine, a fresh
+# checkout).
+
+
+def summary(eval_art: Any) -> dict[str, Any]:
+    """An eval's figures for the results: accuracy with its interval, valid format, per family,
+    answer counts, and which eval (and queries) they are of."""
+    from stages.report.stage import queries_ref
+
+    metrics = eval_art.read("metrics")
+    rows = {(r["family"], r["metric"]): r for r in metrics.iter_rows(named=True)}
+    acc = rows[("all", "accuracy")]
+    fmt = rows.get(("all", "valid_format"))
+    fams = [f for f in ("simple", "medium", "hard", "interest") if (f, "accuracy") in rows]
+    label = {f: f"M-{f.capitalize()}" for f in fams}
+    return {
+        "accuracy": round(acc["value"], 4),
+        "accuracy_ci": [round(acc["ci_low"], 4), round(acc["ci_high"], 4)],
+        "valid_format": round(fmt["value"], 4) if fmt else None,
+        "by_family": {label[f]: round(rows[(f, "accuracy")]["value"], 4) for f in fams},
+        "by_family_ci": {
+            label[f]: [round(rows[(f, "accuracy")][c], 4) for c in ("ci_low", "ci_high")]
+            for f in fams
+        },
+        "by_family_n": {label[f]: rows[(f, "accuracy")]["n"] for f in fams},
+        "n": acc["n"],
+        "answers": answer_counts(eval_art.read("predictions")),
+        # what the figures are of, as `name@version#content`: a version id is of the config and
+        # inputs, so an eval rebuilt by other code keeps it; the content hash tells them apart
+        "eval": f"{eval_art.ref}#{eval_art.manifest.content_hash[:12]}",
+        "queries": queries_ref(eval_art),
+    }
+
+
+def predictions_frame(rows: Any = None) -> Any:
+    """``rows`` (or none) with the predictions file's columns and types: the eval (its name,
+    and `name@version#content`), its queries, and per query the family, whether the answer was
+    right, its format reward and the items it names."""
+    import polars as pl
+
+    schema = {
+        "eval_name": pl.String,
+        "eval": pl.String,
+        "queries": pl.String,
+        "query_id": pl.String,
+        "family": pl.String,
+        "correct": pl.Boolean,
+        "format": pl.Float64,
+        "predicted_item_ids": pl.List(pl.Int64),
+    }
+    if rows is None:
+        return pl.DataFrame(schema=schema)
+    return rows.select(list(schema)).cast(schema)
+
+
+def predictions_of(eval_art: Any, entry: dict[str, Any]) -> Any:
+    """An eval's per-query rows for the predictions file, tagged with its eval and queries."""
+    import polars as pl
+
+    rows = eval_art.read("predictions").with_columns(
+        eval_name=pl.lit(eval_art.name),
+        eval=pl.lit(entry["eval"]),
+        queries=pl.lit(entry["queries"]),
+    )
+    return predictions_frame(rows)
+
+
+# How an eval's entry in the results relates to the committed one: the same eval, an eval that
+# gives the same figures (a rerun: its pairs still hold), one with other figures, a new entry,
+# or one the workdir lacks (the committed entry kept).
+SAME, REPRODUCED, CHANGED, NEW, KEPT = "same", "reproduced", "changed", "new", "kept"
+IDENTITY = ("eval", "queries")
+
+
+def results(
+    workdir: Path,
+    cfg: dict[str, Any],
+    prior: dict[str, Any] | None = None,
+    prior_predictions: Any = None,
+) -> tuple[dict[str, Any], Any, list[str]]:
+    """The issue's JSON, the per-query predictions, and notes on what came from where.
+
+    Figures come from the eval artifacts in the workdir. An eval the workdir lacks keeps its
+    entry and predictions from ``prior``/``prior_predictions`` (the committed results), and so
+    does a run or baseline the config no longer names, so nothing recorded is lost with a
+    workdir or a config edit. A paired comparison is computed from the predictions of both
+    sides (refused, with a note, when they read different queries); when one side has no
+    predictions, the committed interval is kept only if neither side changed, else dropped with
+    a note."""
+    import polars as pl
+
     from stages.core.store import ArtifactStore
-    from stages.report.stage import paired_difference
+    from stages.report.stage import NoSharedQuery, paired_bootstrap
 
     store = ArtifactStore(workdir)
+    prior = with_pair_labels(prior or {})
+    kept_rows = predictions_frame(prior_predictions)
+    notes: list[str] = []
+    frames: list[Any] = []
+    status: dict[str, str] = {}  # run -> SAME, REPRODUCED, ...
 
-    def summary(name: str) -> dict[str, Any] | None:
+    def entry(key: str, name: str, before: dict[str, Any] | None) -> dict[str, Any] | None:
         if not store.exists(name):
-            return None
-        metrics = store.resolve(name).read("metrics")
-        rows = {(r["family"], r["metric"]): r for r in metrics.iter_rows(named=True)}
-        acc = rows[("all", "accuracy")]
-        fmt = rows.get(("all", "valid_format"))
-        fams = [f for f in ("simple", "medium", "hard", "interest") if (f, "accuracy") in rows]
-        label = {f: f"M-{f.capitalize()}" for f in fams}
-        return {
-            "accuracy": round(acc["value"], 4),
-            "accuracy_ci": [round(acc["ci_low"], 4), round(acc["ci_high"], 4)],
-            "valid_format": round(fmt["value"], 4) if fmt else None,
-            "by_family": {label[f]: round(rows[(f, "accuracy")]["value"], 4) for f in fams},
-            "by_family_ci": {
-                label[f]: [round(rows[(f, "accuracy")][c], 4) for c in ("ci_low", "ci_high")]
-                for f in fams
-            },
-            "by_family_n": {label[f]: rows[(f, "accuracy")]["n"] for f in fams},
-            "n": acc["n"],
-            "answers": answer_counts(store.resolve(name).read("predictions")),
-        }
+            if before is None:
+                return None
+            status[key] = KEPT
+            if "eval" not in before:
+                notes.append(f"{key}: kept ({name} of an earlier workdir; no predictions)")
+                return before
+            rows = kept_rows.filter(pl.col("eval") == before["eval"])
+            frames.append(rows)
+            missing = "" if rows.height else "; its predictions are missing, so it pairs no more"
+            notes.append(f"{key}: kept ({before['eval']}{missing})")
+            return before
+        art = store.resolve(name)
+        fresh = summary(art)
+        frames.append(predictions_of(art, fresh))
+        if before is None:
+            status[key] = NEW
+            return fresh
+        # every figure the committed entry records (a baseline's leaves out the answers), as
+        # JSON writes them (an interval of no resamples is NaN, which equals nothing)
+        figures = [
+            json.dumps({k: e.get(k) for k in before.keys() - set(IDENTITY)}, sort_keys=True)
+            for e in (before, fresh)
+        ]
+        old = before.get("eval", f"{name} of an earlier workdir")
+        if before.get("eval") == fresh["eval"]:
+            status[key] = SAME
+        elif figures[0] == figures[1]:
+            status[key] = REPRODUCED
+            notes.append(f"{key}: {fresh['eval']} reproduces every figure of {old}")
+        else:
+            status[key] = CHANGED
+            notes.append(
+                f"{key}: {old} (accuracy {before['accuracy']}) replaced by {fresh['eval']} "
+                f"(accuracy {fresh['accuracy']})"
+            )
+        return fresh
 
-    runs = {"base": summary("eval-base"), "sft": summary("eval-sft")}
-    sft_valid = summary("eval-sft-valid")
-    runs |= {run: summary(f"eval-{run}") for run in cfg["runs"]}
+    def section(names: list[str], before: dict[str, Any]) -> dict[str, Any]:
+        """Entries of ``names`` (their evals are `eval-<name>`), then the committed ones that
+        the config no longer names."""
+        out = {n: entry(n, f"eval-{n}", before.get(n)) for n in names}
+        for n in sorted(before.keys() - set(names)):
+            notes.append(f"{n}: not in the config; kept as committed")
+            out[n] = entry(n, f"eval-{n}", before[n])
+        return {n: v for n, v in out.items() if v is not None}
+
+    runs = section(["base", "sft", *cfg["runs"]], prior.get("runs", {}))
+    sft_valid = entry("sft_valid", "eval-sft-valid", prior.get("sft_valid") or None)
+    baselines = section(list(cfg.get("baselines", [])), prior.get("baselines", {}))
     out: dict[str, Any] = {
         "test_queries": cfg["test_queries"],
         "steps": cfg["rl"]["steps"],
         "sft_steps": cfg["sft"]["steps"],
         "seeds": cfg.get("seeds", [0]),
-        "runs": {k: v for k, v in runs.items() if v is not None},
+        "runs": runs,
         # what chose the sft recipe: its valid-split figures (the test split is never looked at)
         "sft_valid": {k: v for k, v in (sft_valid or {}).items() if not k.startswith("by_")},
         "baselines": {
-            b: {
-                k: v
-                for k, v in (summary(f"eval-{b}") or {}).items()
-                if k not in ("valid_format", "answers")
-            }
-            for b in cfg.get("baselines", [])
-            if store.exists(f"eval-{b}")
+            b: {k: v for k, v in e.items() if k not in ("valid_format", "answers")}
+            for b, e in baselines.items()
         },
     }
-    out["curves"] = curves(store, cfg)
-    out["groups"] = {
+    out["curves"] = prior.get("curves", {}) | curves(store, cfg)
+    out["groups"] = prior.get("groups", {}) | {
         run: group_counts(store.resolve(f"policy-{run}").read("rollouts"))
         for run in cfg["runs"]
         if store.exists(f"policy-{run}")
     }
-    out["run_steps"] = {
+    out["run_steps"] = prior.get("run_steps", {}) | {
         run: (options or {}).get("steps", cfg["rl"]["steps"])
         for run, options in cfg["runs"].items()
     }
+    predictions = pl.concat([predictions_frame(), *frames]).sort("eval_name", "query_id")
+
+    wanted = {(key, pair_label(key, run, against)) for key, run, against in comparisons(cfg)}
+    for key, pairs in prior.items():
+        if key.startswith("paired_"):
+            for label in sorted(pairs.keys() - {lab for k, lab in wanted if k == key}):
+                notes.append(f"{key} {label}: not in the config; kept as committed")
+                out.setdefault(key, {})[label] = pairs[label]
     for key, run, against in comparisons(cfg):
-        if not all(store.exists(f"eval-{n}") for n in (run, against)):
+        label = pair_label(key, run, against)
+        if run not in runs or against not in runs:
             continue
-        d = paired_difference(store.resolve(f"eval-{run}"), store.resolve(f"eval-{against}"))
-        out.setdefault(key, {})[run] = {
-            "diff": round(d["diff"], 4),
-            "ci": [round(x, 4) for x in d["ci"]],
-            "n": d["n"],
-            "against": against,
+        a, b = runs[run], runs[against]
+        rows = [predictions.filter(pl.col("eval") == e.get("eval", "")) for e in (a, b)]
+        old = prior.get(key, {}).get(label)
+        if old is not None and old.get("against", against) != against:
+            old = None  # another comparison under this name
+        if rows[0].height and rows[1].height:
+            if set(rows[0]["queries"]) != set(rows[1]["queries"]):
+                notes.append(f"{key} {label}: {run} and {against} read different queries")
+                continue
+            try:
+                d = paired_bootstrap(*rows)
+            except NoSharedQuery:
+                notes.append(f"{key} {label}: {run} and {against} share no query")
+                continue
+            if d["n"] < max(r.height for r in rows):
+                notes.append(f"{key} {label}: paired on the {d['n']} queries both answered")
+            out.setdefault(key, {})[label] = {
+                "diff": round(d["diff"], 4),
+                "ci": [round(x, 4) for x in d["ci"]],
+                "n": d["n"],
+                "run": run,
+                "against": against,
+                "evals": [a["eval"], b["eval"]],
+            }
+        elif old is not None:
+            sides = {status.get(run), status.get(against)}
+            if sides <= {SAME, KEPT, REPRODUCED}:
+                out.setdefault(key, {})[label] = old
+                if REPRODUCED in sides:
+                    notes.append(f"{key} {label}: kept (its evals' figures were reproduced)")
+            else:
+                notes.append(
+                    f"{key} {label}: dropped; {run} or {against} changed and the other has no "
+                    "predictions to pair anew"
+                )
+    return out, predictions, notes
+
+
+def pair_label(key: str, run: str, against: str) -> str:
+    """A comparison's name in the results: the run (each run has one sft and one GRPO
+    reference), or `run vs reference` for the config's other pairs (a run may have several)."""
+    return f"{run} vs {against}" if key == "paired_other" else run
+
+
+def with_pair_labels(res: dict[str, Any]) -> dict[str, Any]:
+    """``res`` with `paired_other` named by `pair_label` (results written before it used the
+    run alone) and every comparison naming its run."""
+    res = dict(res)
+    for key in [k for k in res if k.startswith("paired_")]:
+        res[key] = {
+            pair_label(key, d.get("run", label.split(" vs ")[0]), d["against"]): {
+                "run": label.split(" vs ")[0]
+            }
+            | d
+            for label, d in res[key].items()
         }
-    return out
+    return res
 
 
 def comparisons(cfg: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -365,7 +551,7 @@ def print_table(res: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "configs/experiment/smollm2-cpu.yaml")
-    parser.add_argument("--only", nargs="*", help="RL runs to do (default: all)")
+    parser.add_argument("--only", nargs="*", help="base, sft and RL runs to do (default: all)")
     parser.add_argument("--results", action="store_true", help="only print and write results")
     parser.add_argument("--dry-run", action="store_true", help="print the commands")
     a = parser.parse_args()
@@ -374,7 +560,11 @@ def main() -> None:
         os.environ.get("REREC_WORKDIR") or Path.home() / "rerec-runs" / cfg["name"]
     ).expanduser()
     if not a.results:
-        for step in plan(cfg, a.only):
+        try:
+            steps = plan(cfg, a.only)
+        except ValueError as exc:
+            parser.error(str(exc))  # exit 2
+        for step in steps:
             if a.dry_run:
                 print("rerec " + " ".join(step))
             else:
@@ -391,13 +581,24 @@ def main() -> None:
             workdir, "report", *done, "--out", str(workdir / "report"),
             *[x for p in paired for x in ("--paired-against", p)],
         )  # fmt: skip
-    res = results(workdir, cfg)
     out = REPO / "benchmarks" / "results" / f"{cfg['name']}.json"
+    predictions_path = out.with_name(f"{cfg['name']}-predictions.parquet")
+    prior = json.loads(out.read_text()) if out.exists() else None
+    prior_predictions = None
+    if predictions_path.exists():
+        import polars as pl
+
+        prior_predictions = pl.read_parquet(predictions_path)
+    res, predictions, notes = results(workdir, cfg, prior, prior_predictions)
+    for note in notes:
+        print(f"note: {note}")
     out.write_text(json.dumps(res, indent=2) + "\n")
+    if prior_predictions is None or not predictions.equals(prior_predictions):
+        predictions.write_parquet(predictions_path)
     plot_curves(res, out.with_name(f"{cfg['name']}-curves.png"))
     plot_families(res, out.with_name(f"{cfg['name']}-families.png"))
     print_table(res)
-    print(f"\nwritten: {out} and {out.with_name(cfg['name'] + '-curves.png')}")
+    print(f"\nwritten: {out} and {predictions_path.name}, {cfg['name']}-curves.png beside it")
 
 
 if __name__ == "__main__":

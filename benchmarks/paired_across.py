@@ -17,13 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stages.core.store import ArtifactStore  # noqa: E402
-from stages.report.stage import paired_difference  # noqa: E402
-
-
-def queries_of(artifact) -> str:
-    return next(
-        f"{i.name}@{i.content_hash}" for i in artifact.manifest.inputs if i.name == "queries"
-    )
+from stages.report.stage import paired_difference, queries_ref  # noqa: E402
 
 
 def main() -> int:
@@ -35,13 +29,13 @@ def main() -> int:
     a = p.parse_args()
     run = ArtifactStore(a.workdir.expanduser()).resolve(a.run)
     against = ArtifactStore(a.against_workdir.expanduser()).resolve(a.against)
-    if queries_of(run) != queries_of(against):
+    if queries_ref(run) != queries_ref(against):
         print(f"error: {run.ref} and {against.ref} evaluated different queries", file=sys.stderr)
         return 2
     d = paired_difference(run, against)
     print(
         f"{run.ref} - {against.ref}: {d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
-        f"(paired bootstrap, n={d['n']}, {queries_of(run)})"
+        f"(paired bootstrap, n={d['n']}, {queries_ref(run)})"
     )
     return 0
 

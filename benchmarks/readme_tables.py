@@ -78,7 +78,7 @@ def experiment_table(res: dict[str, Any]) -> str:
         acc = f"{r['accuracy']:.3f} [{lo:.3f}, {hi:.3f}]"
         lines.append(f"| {name} (baseline) | {fams} | {acc} | |")
     paired = [
-        f"- {run} − {d.get('against', against)}: {d['diff']:+.3f} "
+        f"- {d.get('run', run)} − {d.get('against', against)}: {d['diff']:+.3f} "
         f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
         f"(paired bootstrap, n={d['n']})"
         for key, against in (

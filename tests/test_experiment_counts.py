@@ -7,6 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("experiment", ROOT / "benchmarks/experiment.py")
@@ -90,3 +91,27 @@ def test_plan_lets_a_run_override_the_shared_rl_options_and_pairs_it_with_its_gr
     res = {"steps": 16, "run_steps": {"sft-rerec": 16, "sft-rerec-48": 48, "sft-grpo-48": 48}}
     assert experiment.rl_steps_text(res) == "16 steps (sft-rerec-48, sft-grpo-48: 48)"
     assert experiment.rl_steps_text({"steps": 16}) == "16 steps"
+
+
+def test_plan_only_runs_what_it_names_and_refuses_unknown_names() -> None:
+    cfg = {
+        "test_queries": 5,
+        "prepare": [["make-queries"]],
+        "baselines": ["popular"],
+        "sft": {"steps": 2},
+        "rl": {"steps": 16},
+        "runs": {"sft-grpo": {"algo": "grpo"}, "sft-rerec": {"algo": "rerec"}},
+    }
+
+    def what(only):
+        return [s[s.index("--output") + 1] if "--output" in s else s[0] for s in
+                experiment.plan(cfg, only)]  # fmt: skip
+
+    data = ["make-queries", "eval", "eval"]  # the data, the baseline; the base model last
+    assert what(["base"]) == data
+    assert what(["sft"]) == data[:2] + ["sft", "eval-sft"]
+    with_run = what(["sft-rerec"])  # an RL run brings its sft, not the other runs
+    assert with_run == data[:2] + ["sft", "eval-sft", "policy-sft-rerec", "eval-sft-rerec"]
+    assert len(what(None)) == len(what(["base", "sft-grpo", "sft-rerec"])) == 9
+    with pytest.raises(ValueError, match="--only sft-ppo: not in the config"):
+        experiment.plan(cfg, ["sft-ppo"])

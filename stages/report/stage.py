@@ -86,25 +86,52 @@ def paired_difference(
     run: Artifact, against: Artifact, *, resamples: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
     """Accuracy of ``run`` minus that of ``against`` on the queries both evaluated, with a 95%
-    paired percentile-bootstrap interval: each resample draws queries, and both runs are scored
-    on the same draw, so the interval reflects the difference, not two separate spreads."""
-    cols = ["query_id", "family", "correct"]
-    a = run.read("predictions").select(cols)
-    b = against.read("predictions").select("query_id", correct_b="correct")
+    paired percentile-bootstrap interval (`paired_bootstrap`)."""
+    try:
+        d = paired_bootstrap(
+            run.read("predictions"), against.read("predictions"), resamples=resamples, seed=seed
+        )
+    except NoSharedQuery:
+        raise UserError(f"{run.ref} and {against.ref} share no evaluated query") from None
+    return {"run": run.ref, "against": against.ref} | d
+
+
+class NoSharedQuery(ValueError):
+    """Two sets of predictions with no `query_id` in common."""
+
+
+def paired_bootstrap(
+    run: pl.DataFrame, against: pl.DataFrame, *, resamples: int = 2000, seed: int = 0
+) -> dict[str, Any]:
+    """Mean of ``run``'s `correct` minus ``against``'s over the `query_id`s both hold, with a
+    95% paired percentile-bootstrap interval: each resample draws queries, and both runs are
+    scored on the same draw, so the interval reflects the difference, not two separate
+    spreads. NoSharedQuery when they share no query."""
+    a = run.select("query_id", "correct")
+    b = against.select("query_id", correct_b="correct")
     both = a.join(b, on="query_id").sort("query_id")
     if both.height == 0:
-        raise UserError(f"{run.ref} and {against.ref} share no evaluated query")
+        raise NoSharedQuery("no shared query")
     diff = (both["correct"].cast(pl.Float64) - both["correct_b"].cast(pl.Float64)).to_numpy()
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, diff.size, size=(resamples, diff.size))
     lo, hi = np.percentile(diff[idx].mean(axis=1), [2.5, 97.5])
-    return {
-        "run": run.ref,
-        "against": against.ref,
-        "diff": float(diff.mean()),
-        "ci": [float(lo), float(hi)],
-        "n": int(diff.size),
-    }
+    return {"diff": float(diff.mean()), "ci": [float(lo), float(hi)], "n": int(diff.size)}
+
+
+def queries_ref(artifact: Artifact) -> str:
+    """`queries@<version>#<content hash, 12 digits>` of the queries an eval read: two evals
+    are comparable query by query only when these are equal, whichever workdir or machine made
+    them. The content is named as well as the version, since a version id is of the config and
+    inputs, not of the code that wrote them."""
+    found = [
+        f"{i.name}@{i.version}#{i.content_hash[:12]}"
+        for i in artifact.manifest.inputs
+        if i.name == "queries"
+    ]
+    if not found:
+        raise UserError(f"{artifact.ref} read no queries artifact")
+    return found[0]
 
 
 def markdown(tables: list[dict[str, Any]], runs: list[Run]) -> str:

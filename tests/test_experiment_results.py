@@ -1,0 +1,216 @@
+"""The experiment's results outlive its workdir (benchmarks/experiment.py `results`): every
+eval's per-query outcomes go beside the JSON, an eval the workdir lacks keeps its committed
+figures, and paired comparisons are computed from the kept predictions, on the same queries
+only. Checked on the toy pipeline's real evals, against differences counted by hand."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from stages.eval.config import EvalConfig
+from stages.eval.stage import evaluate
+from tests.fixtures.pipeline import copy_of, pipeline  # noqa: F401  (fixtures)
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("experiment", ROOT / "benchmarks/experiment.py")
+experiment = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(experiment)
+
+CFG = {
+    "test_queries": 4,
+    "sft": {"steps": 1},
+    "rl": {"steps": 1},
+    "runs": {"x": {}},
+    "baselines": ["random"],
+}
+
+
+@pytest.fixture
+def evals(copy_of):  # noqa: F811
+    """eval-sft (the random baseline's answers), eval-x (attribute's) and eval-random."""
+    for baseline, output in (("random", "eval-sft"), ("attribute", "eval-x")):
+        evaluate(copy_of, EvalConfig(baseline=baseline, bootstrap=0, output=output))
+    return copy_of
+
+
+def correct(store, name: str) -> dict[str, bool]:
+    rows = store.resolve(name).read("predictions").select("query_id", "correct")
+    return dict(rows.iter_rows())
+
+
+def test_results_record_each_eval_and_its_queries_and_pair_by_hand(evals) -> None:
+    res, predictions, notes = experiment.results(evals.root, CFG)
+    assert notes == []
+    assert set(res["runs"]) == {"sft", "x"} and set(res["baselines"]) == {"random"}
+    x_eval = evals.resolve("eval-x")
+    assert res["runs"]["x"]["eval"] == f"{x_eval.ref}#{x_eval.manifest.content_hash[:12]}"
+    assert res["runs"]["x"]["queries"] == res["runs"]["sft"]["queries"]
+    assert res["runs"]["x"]["queries"].startswith("queries@")
+    # three evals (sft, x, random), a row per test query each
+    assert predictions.height == 3 * res["runs"]["x"]["n"] > 0
+    assert set(predictions["eval_name"]) == {"eval-sft", "eval-x", "eval-random"}
+    x, sft = correct(evals, "eval-x"), correct(evals, "eval-sft")
+    by_hand = sum(x[q] - sft[q] for q in x) / len(x)
+    assert by_hand > 0  # attribute reads the facts; random does not
+    paired = res["paired_vs_sft"]["x"]
+    assert paired["diff"] == pytest.approx(by_hand, abs=1e-4) and paired["n"] == len(x)
+    assert paired["evals"] == [res["runs"]["x"]["eval"], res["runs"]["sft"]["eval"]]
+    # sft-grpo was never run: no comparison against it
+    assert "paired_vs_grpo" not in res
+
+
+def test_results_without_the_workdir_keep_the_committed_figures_and_recompute_pairs(
+    evals, tmp_path
+) -> None:
+    res, predictions, _ = experiment.results(evals.root, CFG)
+    path = tmp_path / "kept.parquet"
+    predictions.write_parquet(path)  # as the results file is written, and read back
+    committed = res | {"paired_vs_sft": {"x": res["paired_vs_sft"]["x"] | {"diff": 99.0}}}
+    again, kept, notes = experiment.results(
+        tmp_path / "gone", CFG, committed, pl.read_parquet(path)
+    )
+    assert again["runs"] == res["runs"] and again["baselines"] == res["baselines"]
+    # recomputed from the kept predictions, not copied from the committed file
+    assert again["paired_vs_sft"] == res["paired_vs_sft"]
+    assert kept.equals(predictions)
+    assert sorted(notes) == sorted(
+        f"{k}: kept ({v})"
+        for k, v in (
+            ("sft", res["runs"]["sft"]["eval"]),
+            ("x", res["runs"]["x"]["eval"]),
+            ("random", res["baselines"]["random"]["eval"]),
+        )
+    )
+    # the predictions file lost too: the figures stay, the pairs cannot be made anew but
+    # neither side changed, so the committed one stays
+    lost, rows, notes = experiment.results(tmp_path / "gone", CFG, res, None)
+    assert lost["runs"] == res["runs"] and rows.height == 0
+    assert lost["paired_vs_sft"] == res["paired_vs_sft"]
+    assert (
+        f"x: kept ({res['runs']['x']['eval']}; its predictions are missing, so it pairs no more)"
+        in notes
+    )
+
+
+def test_results_keep_old_entries_say_what_changed_and_drop_pairs_they_no_longer_hold(
+    evals, tmp_path
+) -> None:
+    # the results of an earlier workdir, written before evals were recorded: no eval ids, no
+    # predictions, pairs named by their run alone. The workdir now holds only the sft's eval.
+    old = {
+        "runs": {
+            "sft": {"accuracy": 0.9, "accuracy_ci": [0.8, 1.0]},
+            "x": {"accuracy": 0.5, "accuracy_ci": [0.1, 0.9]},
+            "gone-from-config": {"accuracy": 0.1, "accuracy_ci": [0.0, 0.2]},
+        },
+        "paired_vs_sft": {"x": {"diff": -0.4, "ci": [-0.9, 0.1], "n": 4, "against": "sft"}},
+    }
+    only_sft = _only_sft(evals, tmp_path)
+    res, predictions, notes = experiment.results(only_sft, CFG, old, None)
+    assert res["runs"]["x"] == old["runs"]["x"]  # kept as it was
+    assert res["runs"]["gone-from-config"] == old["runs"]["gone-from-config"]
+    assert "gone-from-config: not in the config; kept as committed" in notes
+    assert res["runs"]["sft"]["eval"].startswith("eval-sft@")  # the new one replaces the old
+    assert set(predictions["eval_name"]) == {"eval-sft"}
+    replaced = "sft: eval-sft of an earlier workdir (accuracy 0.9) replaced by eval-sft@"
+    assert any(n.startswith(replaced) for n in notes)
+    # one side changed and the other has no predictions: the old pair no longer describes
+    # these two evals, so it is dropped, and said
+    assert "paired_vs_sft" not in res
+    dropped = "paired_vs_sft x: dropped; x or sft changed and the other has no predictions"
+    assert any(n.startswith(dropped) for n in notes)
+    # with neither side changed, the old pair stays, and names its run
+    res2, _, _ = experiment.results(tmp_path / "gone", CFG, old, None)
+    assert res2["paired_vs_sft"] == {"x": {"run": "x"} | old["paired_vs_sft"]["x"]}
+    # a committed pair of the same run against another reference is not this comparison
+    other = old | {"paired_vs_sft": {"x": old["paired_vs_sft"]["x"] | {"against": "y"}}}
+    res3, _, _ = experiment.results(tmp_path / "gone", CFG, other, None)
+    assert "x" not in res3.get("paired_vs_sft", {})
+
+
+def test_an_eval_that_reproduces_the_committed_figures_keeps_its_pairs(evals, tmp_path) -> None:
+    res, _, _ = experiment.results(evals.root, CFG)
+    # as committed by an earlier workdir: the same figures, no ids, no predictions
+    old = {
+        "runs": {k: {f: v for f, v in e.items() if f not in ("eval", "queries")}
+                 for k, e in res["runs"].items()},
+        "paired_vs_sft": res["paired_vs_sft"],
+    }  # fmt: skip
+    again, _, notes = experiment.results(_only_sft(evals, tmp_path), CFG, old, None)
+    assert f"sft: {again['runs']['sft']['eval']} reproduces every figure of eval-sft of an " \
+        "earlier workdir" in notes  # fmt: skip
+    assert again["paired_vs_sft"] == old["paired_vs_sft"]
+    assert "paired_vs_sft x: kept (its evals' figures were reproduced)" in notes
+    # the same version id with other contents (code changed under it) is another eval
+    changed = res["runs"]["sft"] | {"eval": res["runs"]["sft"]["eval"][:-12] + "0" * 12}
+    changed |= {"accuracy": 0.0}
+    again, _, notes = experiment.results(
+        _only_sft(evals, tmp_path / "2"), CFG, res | {"runs": res["runs"] | {"sft": changed}}
+    )
+    assert any(n.startswith(f"sft: {changed['eval']} (accuracy 0.0) replaced by") for n in notes)
+
+
+def test_results_pair_each_other_comparison_of_a_run_apart(evals) -> None:
+    cfg = CFG | {"runs": {"x": {}, "y": {}}, "paired": [["x", "sft"], ["x", "random"]]}
+    res, _, _ = experiment.results(evals.root, cfg | {"baselines": []})
+    # eval-random is not a run here: the second pair has no side to pair with
+    assert list(res["paired_other"]) == ["x vs sft"]
+    assert res["paired_other"]["x vs sft"]["run"] == "x"
+    assert res["paired_other"]["x vs sft"]["diff"] == res["paired_vs_sft"]["x"]["diff"]
+
+
+def test_results_refuse_to_pair_evals_of_different_queries(evals, tmp_path) -> None:
+    res, predictions, _ = experiment.results(evals.root, CFG)
+    other = "queries@000000000000#000000000000"
+    res["runs"]["x"]["queries"] = other
+    moved = predictions.with_columns(
+        queries=pl.when(pl.col("eval_name") == "eval-x").then(pl.lit(other)).otherwise("queries")
+    )
+    again, _, notes = experiment.results(_only_sft(evals, tmp_path), CFG, res, moved)
+    assert "paired_vs_sft" not in again
+    assert "paired_vs_sft x: x and sft read different queries" in notes
+
+
+def _only_sft(store, tmp_path: Path) -> Path:
+    """A workdir holding the store's queries and eval-sft only (the others lost)."""
+    import shutil
+
+    root = tmp_path / "only-sft"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(store.root, root, symlinks=True)
+    for name in ("eval-x", "eval-random"):
+        shutil.rmtree(root / name)
+    return root
+
+
+def test_paired_across_workdirs_pairs_the_same_queries_and_refuses_others(
+    evals, tmp_path, capsys
+) -> None:
+    from stages.queries.config import MakeQueriesConfig
+    from stages.queries.stage import make_queries
+
+    spec = importlib.util.spec_from_file_location("across", ROOT / "benchmarks/paired_across.py")
+    across = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(across)
+    other = _only_sft(evals, tmp_path)  # a second workdir, the same queries
+    argv = ["paired_across.py", str(evals.root), "eval-x", str(other), "eval-sft"]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("sys.argv", argv)
+        assert across.main() == 0
+    x, sft = correct(evals, "eval-x"), correct(evals, "eval-sft")
+    by_hand = sum(x[q] - sft[q] for q in x) / len(x)
+    assert f"{by_hand:+.3f}" in capsys.readouterr().out
+    # the second workdir's sft evaluated again, on queries made with other settings
+    from stages.core.store import ArtifactStore
+
+    store = ArtifactStore(other)
+    make_queries(store, MakeQueriesConfig(train_size=6, valid_size=2, test_size=5, candidates=5))
+    evaluate(store, EvalConfig(baseline="random", bootstrap=0, output="eval-sft"))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("sys.argv", argv)
+        assert across.main() == 2
+    assert "evaluated different queries" in capsys.readouterr().err
