@@ -1,11 +1,16 @@
-"""Paired bootstrap of two eval artifacts that live in different workdirs (two runs of the
-experiment), on the queries both evaluated; refuses evals of different query sets.
+"""Paired comparison of two evals that live in different places: two workdirs (two runs of the
+experiment), or the experiment's committed per-query predictions
+(`benchmarks/results/<name>-predictions.parquet`), on the queries both evaluated; refuses evals
+of different query sets.
 
     python benchmarks/paired_across.py ~/rerec-runs/fidelity-smollm2-cpu eval-sft \\
         ~/rerec-runs/fidelity-smollm2-cpu-compact eval-sft
+    P=benchmarks/results/fidelity-smollm2-cpu-predictions.parquet
+    python benchmarks/paired_across.py $P eval-sft-rerec-48 $P eval-sft
 
 prints accuracy(run) - accuracy(against) with its 95% paired interval
-(`stages.report.stage.paired_difference`, the same as `rerec report --paired-against`).
+(`stages.report.stage.paired_bootstrap`, as `rerec report --paired-against`), the queries only
+one side got right each way, and the exact McNemar p-value of those counts.
 """
 
 from __future__ import annotations
@@ -13,29 +18,58 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from stages.core.errors import UserError  # noqa: E402
 from stages.core.store import ArtifactStore  # noqa: E402
-from stages.report.stage import paired_difference, queries_ref  # noqa: E402
+from stages.report.stage import NoSharedQuery, paired_bootstrap, queries_ref  # noqa: E402
+
+
+def load(source: Path, name: str) -> tuple[str, str, Any]:
+    """(the eval's identity, its queries, its predictions) from a workdir or a predictions
+    file."""
+    import polars as pl
+
+    source = source.expanduser()
+    if source.is_dir():
+        art = ArtifactStore(source).resolve(name, kind="eval")
+        identity = f"{art.ref}#{art.manifest.content_hash[:12]}"  # as the predictions file
+        return identity, queries_ref(art), art.read("predictions")
+    if not source.is_file():
+        raise UserError(f"{source}: neither a workdir nor a predictions file")
+    rows = pl.read_parquet(source).filter(pl.col("eval_name") == name)
+    evals = sorted(set(rows["eval"]))
+    if len(evals) != 1:
+        found = "none" if not evals else ", ".join(evals)
+        raise UserError(f"{source}: {name} has {len(evals)} evals recorded ({found}), not one")
+    return evals[0], rows["queries"][0], rows
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("workdir", type=Path)
+    p.add_argument("source", type=Path, help="a workdir, or a predictions .parquet file")
     p.add_argument("run")
-    p.add_argument("against_workdir", type=Path)
+    p.add_argument("against_source", type=Path)
     p.add_argument("against")
     a = p.parse_args()
-    run = ArtifactStore(a.workdir.expanduser()).resolve(a.run)
-    against = ArtifactStore(a.against_workdir.expanduser()).resolve(a.against)
-    if queries_ref(run) != queries_ref(against):
-        print(f"error: {run.ref} and {against.ref} evaluated different queries", file=sys.stderr)
+    try:
+        run, run_queries, run_rows = load(a.source, a.run)
+        against, against_queries, against_rows = load(a.against_source, a.against)
+        if run_queries != against_queries:
+            raise UserError(f"{run} and {against} evaluated different queries")
+        d = paired_bootstrap(run_rows, against_rows)
+    except NoSharedQuery:
+        print(f"error: {a.run} and {a.against} share no evaluated query", file=sys.stderr)
         return 2
-    d = paired_difference(run, against)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
-        f"{run.ref} - {against.ref}: {d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
-        f"(paired bootstrap, n={d['n']}, {queries_ref(run)})"
+        f"{run} - {against}: {d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
+        f"(paired bootstrap, n={d['n']}, {run_queries}); right only for one: "
+        f"{d['only_run']} / {d['only_against']}, exact McNemar p = {d['mcnemar_p']:.3g}"
     )
     return 0
 

@@ -56,6 +56,17 @@ def demo_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def mcnemar_text(pair: dict[str, Any]) -> str:
+    """'; right only for one: 65 / 44, McNemar p 0.055' where the pair has the counts (pairs
+    computed before they were recorded have not)."""
+    if "mcnemar_p" not in pair:
+        return ""
+    return (
+        f"; right only for one: {pair['only_run']} / {pair['only_against']}, "
+        f"McNemar p {pair['mcnemar_p']:.3g}"
+    )
+
+
 def experiment_table(res: dict[str, Any]) -> str:
     """Runs and baselines with hit@1 per family, M-All with its 95% interval and the valid
     format share; then the paired differences against sft and sft→grpo."""
@@ -80,7 +91,7 @@ def experiment_table(res: dict[str, Any]) -> str:
     paired = [
         f"- {d.get('run', run)} − {d.get('against', against)}: {d['diff']:+.3f} "
         f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
-        f"(paired bootstrap, n={d['n']})"
+        f"(paired bootstrap, n={d['n']}{mcnemar_text(d)})"
         for key, against in (
             ("paired_vs_sft", "sft"),
             ("paired_vs_grpo", "sft-grpo"),

@@ -59,6 +59,9 @@ def report_command(
     else:
         for t in tables:
             out.print(view(t))
+        paired_rows = json.loads((folder / "report.json").read_text())["paired"]
+        if paired_rows:
+            out.print(paired_view(paired_rows))
     (err if as_json else out).print(f"written: {folder}/report.md, report.json and the plots")
 
 
@@ -70,4 +73,23 @@ def view(t: dict[str, Any]) -> Table:
     for row in t["rows"]:
         cells = [row["cells"].get(c) for c in t["columns"]]
         table.add_row(row["run"], *("—" if c is None else f"{c['value']:.3f}" for c in cells))
+    return table
+
+
+def paired_view(differences: list[dict[str, Any]]) -> Table:
+    table = Table(title="paired accuracy differences (bootstrap 95% interval; McNemar exact)")
+    for c in ("run", "against", "difference", "95% interval", "queries", "only run / against"):
+        table.add_column(c, justify="left" if c in ("run", "against") else "right")
+    table.add_column("McNemar p", justify="right")
+    for d in differences:
+        lo, hi = d["ci"]
+        table.add_row(
+            d["label"],
+            d["against_label"],
+            f"{d['diff']:+.3f}",
+            f"[{lo:+.3f}, {hi:+.3f}]",
+            str(d["n"]),
+            f"{d['only_run']} / {d['only_against']}",
+            f"{d['mcnemar_p']:.3g}",
+        )
     return table

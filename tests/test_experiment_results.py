@@ -203,7 +203,23 @@ def test_paired_across_workdirs_pairs_the_same_queries_and_refuses_others(
         assert across.main() == 0
     x, sft = correct(evals, "eval-x"), correct(evals, "eval-sft")
     by_hand = sum(x[q] - sft[q] for q in x) / len(x)
-    assert f"{by_hand:+.3f}" in capsys.readouterr().out
+    only = sum(x[q] and not sft[q] for q in x), sum(sft[q] and not x[q] for q in x)
+    printed = capsys.readouterr().out
+    assert f"{by_hand:+.3f}" in printed and f"right only for one: {only[0]} / {only[1]}" in printed
+    # the same from the committed predictions file, on either side
+    _, predictions, _ = experiment.results(evals.root, CFG)
+    kept = tmp_path / "predictions.parquet"
+    predictions.write_parquet(kept)
+    for sides in ([str(kept), "eval-x", str(other), "eval-sft"],
+                  [str(kept), "eval-x", str(kept), "eval-sft"]):  # fmt: skip
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr("sys.argv", ["paired_across.py", *sides])
+            assert across.main() == 0
+        assert capsys.readouterr().out == printed
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("sys.argv", ["paired_across.py", str(kept), "eval-y", str(kept), "eval-sft"])
+        assert across.main() == 2
+    assert "eval-y has 0 evals recorded (none), not one" in capsys.readouterr().err
     # the second workdir's sft evaluated again, on queries made with other settings
     from stages.core.store import ArtifactStore
 

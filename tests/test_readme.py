@@ -24,3 +24,24 @@ def test_the_result_tables_are_generated() -> None:
     readme = (ROOT / "README.md").read_text()
     for table in ("demo-table", "experiment-table", "experiment-compact-table"):
         assert f"<!-- generated: {table} -->" in readme
+
+
+def test_a_pair_line_says_its_mcnemar_counts_when_it_has_them() -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.readme_tables import experiment_table
+
+    pair = {"diff": 0.042, "ci": [0.002, 0.082], "n": 500, "against": "sft"}
+    res = {
+        "runs": {},
+        "baselines": {},
+        "paired_vs_sft": {
+            "a": pair,  # computed before the counts were recorded
+            "b": pair | {"only_run": 65, "only_against": 44, "mcnemar_p": 0.0549},
+        },
+    }
+    lines = experiment_table(res).splitlines()
+    assert "- a − sft: +0.042 [+0.002, +0.082] (paired bootstrap, n=500)" in lines
+    assert (
+        "- b − sft: +0.042 [+0.002, +0.082] (paired bootstrap, n=500; right only for one: "
+        "65 / 44, McNemar p 0.0549)"
+    ) in lines

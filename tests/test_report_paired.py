@@ -90,3 +90,35 @@ def test_report_prints_paired_differences_against_a_run(copy_of, monkeypatch, tm
     paired = json.loads((out / "report.json").read_text())["paired"]
     assert [(p["label"], p["against_label"]) for p in paired] == [("popular", "random")]
     assert "## paired accuracy differences" in (out / "report.md").read_text()
+    # and on the terminal: the difference and the McNemar counts
+    assert "paired accuracy differences" in r.output
+    d = paired[0]
+    assert f"{d['only_run']} / {d['only_against']}" in r.output
+
+
+def test_mcnemar_exact_p_by_hand_and_against_the_binomial_by_enumeration() -> None:
+    from fractions import Fraction
+
+    from stages.eval.metrics import mcnemar_exact_p
+
+    assert mcnemar_exact_p(3, 0) == 0.25  # 2 * (1/2)^3
+    assert mcnemar_exact_p(0, 0) == mcnemar_exact_p(1, 1) == 1.0
+    # the counts the README quotes (sft→rerec at 48 steps against the sft: 65 / 44)
+    assert mcnemar_exact_p(65, 44) == pytest.approx(0.0549, abs=1e-4)
+    for n in range(1, 13):  # two-sided: every outcome no more likely than the one seen
+        pmf = [Fraction(math.comb(n, k), 2**n) for k in range(n + 1)]
+        for b in range(n + 1):
+            brute = min(Fraction(1), sum(q for q in pmf if q <= pmf[b]))
+            assert mcnemar_exact_p(b, n - b) == pytest.approx(float(brute), rel=1e-12)
+            assert mcnemar_exact_p(b, n - b) == mcnemar_exact_p(n - b, b)
+    with pytest.raises(ValueError):
+        mcnemar_exact_p(-1, 2)
+
+
+def test_paired_difference_counts_the_queries_only_one_side_got_right(store) -> None:
+    run = fake_eval(store, "eval-a", [True, True, True, False, True, False])
+    ref = fake_eval(store, "eval-b", [True, False, False, True, True, False])
+    d = paired_difference(run, ref)
+    # q1, q2 right only for a; q3 right only for b
+    assert (d["only_run"], d["only_against"]) == (2, 1)
+    assert d["diff"] == pytest.approx(1 / 6) and d["mcnemar_p"] == 1.0

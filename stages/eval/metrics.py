@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import polars as pl
 
@@ -54,6 +56,20 @@ def metric_values(pred: pl.DataFrame) -> dict[str, np.ndarray]:
         "valid_format": (pred["format"] > 0).cast(pl.Float64).to_numpy(),
         "completion_tokens": pred["completion_tokens"].cast(pl.Float64).to_numpy(),
     }
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar test of two runs on the same queries, from the queries only the
+    first got right (``only_a``) and only the second (``only_b``): under the hypothesis of
+    equal accuracy each such query goes either way with probability 1/2, so the p-value is
+    twice the binomial tail of the smaller count (capped at 1), in exact integers."""
+    if only_a < 0 or only_b < 0:
+        raise ValueError("counts must be non-negative")
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1))
+    return min(1.0, 2 * tail / 2**n)
 
 
 def bootstrap_means(

@@ -18,6 +18,7 @@ import polars as pl
 from stages.core.artifact import Artifact
 from stages.core.errors import UserError
 from stages.core.store import ArtifactStore
+from stages.eval.metrics import mcnemar_exact_p
 
 FAMILY_ORDER = ("simple", "medium", "hard", "interest", "all")
 # Written into every report folder: `--out` replaces a folder only if it holds this marker (a
@@ -106,7 +107,8 @@ def paired_bootstrap(
     """Mean of ``run``'s `correct` minus ``against``'s over the `query_id`s both hold, with a
     95% paired percentile-bootstrap interval: each resample draws queries, and both runs are
     scored on the same draw, so the interval reflects the difference, not two separate
-    spreads. NoSharedQuery when they share no query."""
+    spreads. Also the queries only one side got right, each way, and the exact McNemar
+    p-value of those counts. NoSharedQuery when they share no query."""
     a = run.select("query_id", "correct")
     b = against.select("query_id", correct_b="correct")
     both = a.join(b, on="query_id").sort("query_id")
@@ -116,7 +118,15 @@ def paired_bootstrap(
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, diff.size, size=(resamples, diff.size))
     lo, hi = np.percentile(diff[idx].mean(axis=1), [2.5, 97.5])
-    return {"diff": float(diff.mean()), "ci": [float(lo), float(hi)], "n": int(diff.size)}
+    only_run, only_against = int((diff > 0).sum()), int((diff < 0).sum())
+    return {
+        "diff": float(diff.mean()),
+        "ci": [float(lo), float(hi)],
+        "n": int(diff.size),
+        "only_run": only_run,
+        "only_against": only_against,
+        "mcnemar_p": mcnemar_exact_p(only_run, only_against),
+    }
 
 
 def queries_ref(artifact: Artifact) -> str:
@@ -169,17 +179,23 @@ def paired_markdown(differences: list[dict[str, Any]]) -> str:
     if not differences:
         return ""
     lines = ["", "## paired accuracy differences", ""]
-    lines += ["| run | against | difference | 95% interval | queries |", "|---|---|---|---|---|"]
+    lines += [
+        "| run | against | difference | 95% interval | queries | right only for run / against "
+        "| McNemar p |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for d in differences:
         lo, hi = d["ci"]
         lines.append(
             f"| {d['label']} | {d['against_label']} | {d['diff']:+.3f} | "
-            f"[{lo:+.3f}, {hi:+.3f}] | {d['n']} |"
+            f"[{lo:+.3f}, {hi:+.3f}] | {d['n']} | {d['only_run']} / {d['only_against']} | "
+            f"{d['mcnemar_p']:.3g} |"
         )
     lines.append("")
     lines.append(
         "Paired percentile bootstrap over the queries both runs evaluated (2,000 resamples): "
-        "an interval above 0 means the run is more accurate."
+        "an interval above 0 means the run is more accurate. McNemar: the exact two-sided test "
+        "on the queries only one of the two got right."
     )
     return "\n".join(lines) + "\n"
 
