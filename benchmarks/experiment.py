@@ -33,6 +33,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from stages.core.errors import UserError  # noqa: E402
+
 
 def flags(options: dict[str, Any]) -> list[str]:
     """`{"steps": 40, "raae": False, "named_facts": True}` -> `--steps 40 --no-raae ...`."""
@@ -195,11 +197,13 @@ def predictions_of(eval_art: Any, entry: dict[str, Any]) -> Any:
     return predictions_frame(rows)
 
 
-# How an eval's entry in the results relates to the committed one: the same eval, an eval that
-# gives the same figures (a rerun: its pairs still hold), one with other figures, a new entry,
-# or one the workdir lacks (the committed entry kept).
-SAME, REPRODUCED, CHANGED, NEW, KEPT = "same", "reproduced", "changed", "new", "kept"
+# How an eval's entry in the results relates to the committed one: the same eval; an eval that
+# gives the same figures (and answers, where the committed ones were kept); one with other
+# figures that --replace names; a new entry; the committed one kept (the workdir lacks the
+# eval, or holds one that differs and is recorded under `reruns`).
+SAME, REPRODUCED, REPLACED, NEW, KEPT = "same", "reproduced", "replaced", "new", "kept"
 IDENTITY = ("eval", "queries")
+PAIRS = ("paired_vs_sft", "paired_vs_grpo", "paired_other")
 
 
 def results(
@@ -207,65 +211,73 @@ def results(
     cfg: dict[str, Any],
     prior: dict[str, Any] | None = None,
     prior_predictions: Any = None,
+    replace: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], Any, list[str]]:
     """The issue's JSON, the per-query predictions, and notes on what came from where.
 
-    Figures come from the eval artifacts in the workdir. An eval the workdir lacks keeps its
-    entry and predictions from ``prior``/``prior_predictions`` (the committed results), and so
-    does a run or baseline the config no longer names, so nothing recorded is lost with a
-    workdir or a config edit. A paired comparison is computed from the predictions of both
-    sides (refused, with a note, when they read different queries); when one side has no
-    predictions, the committed interval is kept only if neither side changed, else dropped with
-    a note."""
+    Figures come from the eval artifacts in the workdir, merged with the committed results
+    (``prior``, ``prior_predictions``) so that nothing recorded is lost with a workdir or a
+    config edit. An eval the workdir lacks, and a run or baseline the config no longer names,
+    keeps its committed entry. A workdir eval takes the place of the committed one when it is
+    the same eval or reproduces its figures (and its answers, where those were kept); one that
+    differs is recorded under `reruns` and the committed entry stays, since the committed pairs
+    and the runs trained from it describe that one, unless ``replace`` names it. A paired
+    comparison is computed from the predictions of both sides (refused, with a note, for
+    different queries); where one side has none, the committed interval stays if neither side
+    changed, else it is dropped with a note."""
     import polars as pl
 
     from stages.core.store import ArtifactStore
-    from stages.report.stage import NoSharedQuery, paired_bootstrap
 
     store = ArtifactStore(workdir)
-    prior = with_pair_labels(prior or {})
+    prior = with_pair_labels(prior or {}, cfg)
     kept_rows = predictions_frame(prior_predictions)
     notes: list[str] = []
     frames: list[Any] = []
-    status: dict[str, str] = {}  # run -> SAME, REPRODUCED, ...
+    status: dict[str, str] = {}
+    reruns: dict[str, Any] = dict(prior.get("reruns", {}))
 
     def entry(key: str, name: str, before: dict[str, Any] | None) -> dict[str, Any] | None:
+        old_rows = kept_rows.filter(pl.col("eval") == (before or {}).get("eval", ""))
         if not store.exists(name):
             if before is None:
                 return None
             status[key] = KEPT
+            frames.append(old_rows)
             if "eval" not in before:
                 notes.append(f"{key}: kept ({name} of an earlier workdir; no predictions)")
-                return before
-            rows = kept_rows.filter(pl.col("eval") == before["eval"])
-            frames.append(rows)
-            missing = "" if rows.height else "; its predictions are missing, so it pairs no more"
-            notes.append(f"{key}: kept ({before['eval']}{missing})")
+            else:
+                missing = "" if old_rows.height else "; its predictions are missing"
+                notes.append(f"{key}: kept ({before['eval']}{missing})")
             return before
         art = store.resolve(name)
         fresh = summary(art)
-        frames.append(predictions_of(art, fresh))
-        if before is None:
-            status[key] = NEW
-            return fresh
-        # every figure the committed entry records (a baseline's leaves out the answers), as
-        # JSON writes them (an interval of no resamples is NaN, which equals nothing)
-        figures = [
-            json.dumps({k: e.get(k) for k in before.keys() - set(IDENTITY)}, sort_keys=True)
-            for e in (before, fresh)
-        ]
-        old = before.get("eval", f"{name} of an earlier workdir")
-        if before.get("eval") == fresh["eval"]:
-            status[key] = SAME
-        elif figures[0] == figures[1]:
+        fresh_rows = predictions_of(art, fresh)
+        old = (before or {}).get("eval", f"{name} of an earlier workdir")
+        reruns.pop(key, None)  # a rerun recorded earlier: this eval decides now
+        if before is None or before.get("eval") == fresh["eval"]:
+            status[key] = NEW if before is None else SAME
+        elif same_figures(before, fresh) and same_answers(old_rows, fresh_rows):
             status[key] = REPRODUCED
-            notes.append(f"{key}: {fresh['eval']} reproduces every figure of {old}")
-        else:
-            status[key] = CHANGED
+            answers = " and every answer" if old_rows.height else " (whose answers were not kept)"
+            notes.append(f"{key}: {fresh['eval']} reproduces every figure of {old}{answers}")
+        elif key in replace:
+            status[key] = REPLACED
             notes.append(
                 f"{key}: {old} (accuracy {before['accuracy']}) replaced by {fresh['eval']} "
-                f"(accuracy {fresh['accuracy']})"
+                f"(accuracy {fresh['accuracy']}), as --replace says"
             )
+        else:
+            status[key] = KEPT
+            reruns[key] = fresh
+            frames.append(old_rows)
+            notes.append(
+                f"{key}: {fresh['eval']} (accuracy {fresh['accuracy']}) does not reproduce "
+                f"{old} (accuracy {before['accuracy']}): recorded under reruns, the committed "
+                f"entry kept (--replace {key} takes the new one)"
+            )
+            return before
+        frames.append(fresh_rows)
         return fresh
 
     def section(names: list[str], before: dict[str, Any]) -> dict[str, Any]:
@@ -293,67 +305,146 @@ def results(
             for b, e in baselines.items()
         },
     }
-    out["curves"] = prior.get("curves", {}) | curves(store, cfg)
+    if reruns:
+        out["reruns"] = reruns
+    # a run's curves and groups go with its entry: while the committed one is kept (the
+    # workdir's eval differs, or is not made yet), so are they
+    taken = {run for run in ("sft", *cfg["runs"]) if status.get(run) != KEPT}
+    out["curves"] = prior.get("curves", {}) | {
+        run: c for run, c in curves(store, cfg).items() if run in taken
+    }
     out["groups"] = prior.get("groups", {}) | {
         run: group_counts(store.resolve(f"policy-{run}").read("rollouts"))
         for run in cfg["runs"]
-        if store.exists(f"policy-{run}")
+        if run in taken and store.exists(f"policy-{run}")
     }
     out["run_steps"] = prior.get("run_steps", {}) | {
         run: (options or {}).get("steps", cfg["rl"]["steps"])
         for run, options in cfg["runs"].items()
     }
-    predictions = pl.concat([predictions_frame(), *frames]).sort("eval_name", "query_id")
+    predictions = pl.concat([predictions_frame(), *frames]).unique().sort("eval", "query_id")
+    for key, label, run, against, old, why in pairs_to_make(cfg, prior):
+        made = pair(key, label, run, against, old, runs, predictions, status, notes)
+        if made is not None:
+            if why:
+                notes.append(f"{key} {label}: {why}")
+            out.setdefault(key, {})[label] = made
+    return out, predictions, notes
 
-    wanted = {(key, pair_label(key, run, against)) for key, run, against in comparisons(cfg)}
-    for key, pairs in prior.items():
-        if key.startswith("paired_"):
-            for label in sorted(pairs.keys() - {lab for k, lab in wanted if k == key}):
-                notes.append(f"{key} {label}: not in the config; kept as committed")
-                out.setdefault(key, {})[label] = pairs[label]
+
+def same_figures(before: dict[str, Any], fresh: dict[str, Any]) -> bool:
+    """Every figure the committed entry records (a baseline's leaves out the answers) is the
+    fresh one's, as JSON writes them (an interval of no resamples is NaN, which equals
+    nothing)."""
+    keys = before.keys() - set(IDENTITY)
+    return json.dumps({k: before[k] for k in keys}, sort_keys=True) == json.dumps(
+        {k: fresh.get(k) for k in keys}, sort_keys=True
+    )
+
+
+def same_answers(old_rows: Any, fresh_rows: Any) -> bool:
+    """Whether each query was right for both or wrong for both (true when the committed
+    answers were not kept: nothing to compare)."""
+    if not old_rows.height:
+        return True
+    cols = ["query_id", "correct"]
+    return old_rows.select(cols).sort("query_id").equals(fresh_rows.select(cols).sort("query_id"))
+
+
+def pairs_to_make(
+    cfg: dict[str, Any], prior: dict[str, Any]
+) -> list[tuple[str, str, str, str, dict[str, Any] | None, str]]:
+    """(key, label, run, reference, the committed pair or None, why it is here when the config
+    does not ask for it) of every comparison: the config's, then the committed ones it no
+    longer asks for (under `paired_other` when the config pairs their run with another
+    reference now), so that each is computed anew, kept or dropped by the same rules."""
+    todo = []
+    wanted = {}
     for key, run, against in comparisons(cfg):
         label = pair_label(key, run, against)
-        if run not in runs or against not in runs:
-            continue
-        a, b = runs[run], runs[against]
-        rows = [predictions.filter(pl.col("eval") == e.get("eval", "")) for e in (a, b)]
+        wanted[key, label] = against
         old = prior.get(key, {}).get(label)
-        if old is not None and old.get("against", against) != against:
-            old = None  # another comparison under this name
-        if rows[0].height and rows[1].height:
-            if set(rows[0]["queries"]) != set(rows[1]["queries"]):
-                notes.append(f"{key} {label}: {run} and {against} read different queries")
+        todo.append(
+            (key, label, run, against, old if old and old["against"] == against else None, "")
+        )
+    for key in PAIRS:
+        for label, old in sorted(prior.get(key, {}).items()):
+            run, against = old["run"], old["against"]
+            if wanted.get((key, label)) == against:
                 continue
-            try:
-                d = paired_bootstrap(*rows)
-            except NoSharedQuery:
-                notes.append(f"{key} {label}: {run} and {against} share no query")
-                continue
-            if d["n"] < max(r.height for r in rows):
-                notes.append(f"{key} {label}: paired on the {d['n']} queries both answered")
-            out.setdefault(key, {})[label] = {
-                "diff": round(d["diff"], 4),
-                "ci": [round(x, 4) for x in d["ci"]],
-                "n": d["n"],
-                "only_run": d["only_run"],
-                "only_against": d["only_against"],
-                "mcnemar_p": round(d["mcnemar_p"], 4),
-                "run": run,
-                "against": against,
-                "evals": [a["eval"], b["eval"]],
-            }
-        elif old is not None:
-            sides = {status.get(run), status.get(against)}
-            if sides <= {SAME, KEPT, REPRODUCED}:
-                out.setdefault(key, {})[label] = old
-                if REPRODUCED in sides:
-                    notes.append(f"{key} {label}: kept (its evals' figures were reproduced)")
-            else:
-                notes.append(
-                    f"{key} {label}: dropped; {run} or {against} changed and the other has no "
-                    "predictions to pair anew"
+            if (key, label) in wanted:  # the config pairs this run with another one now
+                moved = ("paired_other", pair_label("paired_other", run, against))
+                todo.append(
+                    (
+                        *moved,
+                        run,
+                        against,
+                        old,
+                        f"the config now pairs {run} with {wanted[key, label]}; this is "
+                        "another comparison",
+                    )
                 )
-    return out, predictions, notes
+            else:
+                todo.append((key, label, run, against, old, "not in the config"))
+    return todo
+
+
+def pair(
+    key: str,
+    label: str,
+    run: str,
+    against: str,
+    old: dict[str, Any] | None,
+    runs: dict[str, Any],
+    predictions: Any,
+    status: dict[str, str],
+    notes: list[str],
+) -> dict[str, Any] | None:
+    """One paired comparison: computed from both sides' predictions, else ``old`` if neither
+    side changed, else None (with a note when ``old`` is dropped)."""
+    import polars as pl
+
+    from stages.report.stage import NoSharedQuery, paired_bootstrap
+
+    a, b = runs.get(run), runs.get(against)
+    rows = [
+        predictions.filter(pl.col("eval") == e["eval"]) if e and "eval" in e else None
+        for e in (a, b)
+    ]
+    if rows[0] is not None and rows[1] is not None and rows[0].height and rows[1].height:
+        if set(rows[0]["queries"]) != set(rows[1]["queries"]):
+            notes.append(f"{key} {label}: {run} and {against} read different queries")
+            return None
+        try:
+            d = paired_bootstrap(*rows)
+        except NoSharedQuery:
+            notes.append(f"{key} {label}: {run} and {against} share no query")
+            return None
+        if d["n"] < max(r.height for r in rows):
+            notes.append(f"{key} {label}: paired on the {d['n']} queries both answered")
+        return {
+            "diff": round(d["diff"], 4),
+            "ci": [round(x, 4) for x in d["ci"]],
+            "n": d["n"],
+            "only_run": d["only_run"],
+            "only_against": d["only_against"],
+            "mcnemar_p": float(f"{d['mcnemar_p']:.3g}"),  # never rounded to 0
+            "run": run,
+            "against": against,
+            "evals": [a["eval"], b["eval"]],
+        }
+    if old is None:
+        return None
+    sides = {status.get(run), status.get(against)}
+    if sides <= {SAME, KEPT, REPRODUCED}:
+        if REPRODUCED in sides:
+            notes.append(f"{key} {label}: kept; computed with the earlier evals, reproduced since")
+        return old
+    notes.append(
+        f"{key} {label}: dropped; {run} or {against} changed and the other has no predictions "
+        "to pair anew"
+    )
+    return None
 
 
 def pair_label(key: str, run: str, against: str) -> str:
@@ -362,18 +453,22 @@ def pair_label(key: str, run: str, against: str) -> str:
     return f"{run} vs {against}" if key == "paired_other" else run
 
 
-def with_pair_labels(res: dict[str, Any]) -> dict[str, Any]:
-    """``res`` with `paired_other` named by `pair_label` (results written before it used the
-    run alone) and every comparison naming its run."""
+def with_pair_labels(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """``res`` with every comparison naming its run and reference, and `paired_other` named by
+    `pair_label`: results written before did not (the first run's pairs name neither; against
+    sft or the run's GRPO reference, by their key)."""
     res = dict(res)
-    for key in [k for k in res if k.startswith("paired_")]:
-        res[key] = {
-            pair_label(key, d.get("run", label.split(" vs ")[0]), d["against"]): {
-                "run": label.split(" vs ")[0]
-            }
-            | d
-            for label, d in res[key].items()
-        }
+    grpo_of = cfg.get("grpo_of", {})
+    for key in [k for k in PAIRS if k in res]:
+        named = {}
+        for label, d in res[key].items():
+            run = d.get("run", label.split(" vs ")[0])
+            default = {"paired_vs_sft": "sft", "paired_vs_grpo": grpo_of.get(run, "sft-grpo")}
+            against = d.get("against") or default.get(key) or label.partition(" vs ")[2]
+            if not against:
+                raise UserError(f"{key} {label}: names no reference run ('against')")
+            named[pair_label(key, run, against)] = {"run": run, "against": against} | d
+        res[key] = named
     return res
 
 
@@ -557,16 +652,47 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="base, sft and RL runs to do (default: all)")
     parser.add_argument("--results", action="store_true", help="only print and write results")
     parser.add_argument("--dry-run", action="store_true", help="print the commands")
+    parser.add_argument(
+        "--replace",
+        nargs="*",
+        default=[],
+        help="runs or baselines whose committed entry an eval with other figures replaces "
+        "(else it is recorded under reruns)",
+    )
     a = parser.parse_args()
+    try:
+        run(a)
+    except (UserError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def read_committed(out: Path, predictions_path: Path) -> tuple[Any, Any]:
+    """The committed results and predictions (None where missing); a damaged one is refused."""
+    import polars as pl
+
+    prior = prior_predictions = None
+    try:
+        if out.exists():
+            prior = json.loads(out.read_text())
+        if predictions_path.exists():
+            prior_predictions = predictions_frame(pl.read_parquet(predictions_path))
+    except (json.JSONDecodeError, pl.exceptions.PolarsError, OSError) as exc:
+        bad = predictions_path if prior is not None or not out.exists() else out
+        raise UserError(f"{bad}: not readable as committed results ({exc})") from None
+    return prior, prior_predictions
+
+
+def run(a: argparse.Namespace) -> None:
     cfg = yaml.safe_load(a.config.read_text())
     workdir = Path(
         os.environ.get("REREC_WORKDIR") or Path.home() / "rerec-runs" / cfg["name"]
     ).expanduser()
+    steps = plan(cfg, a.only)  # names checked, with --results too
+    known = {"base", "sft", "sft_valid", *cfg["runs"], *cfg.get("baselines", [])}
+    if set(a.replace) - known:
+        raise ValueError(f"--replace {' '.join(sorted(set(a.replace) - known))}: not in the config")
     if not a.results:
-        try:
-            steps = plan(cfg, a.only)
-        except ValueError as exc:
-            parser.error(str(exc))  # exit 2
         for step in steps:
             if a.dry_run:
                 print("rerec " + " ".join(step))
@@ -586,17 +712,14 @@ def main() -> None:
         )  # fmt: skip
     out = REPO / "benchmarks" / "results" / f"{cfg['name']}.json"
     predictions_path = out.with_name(f"{cfg['name']}-predictions.parquet")
-    prior = json.loads(out.read_text()) if out.exists() else None
-    prior_predictions = None
-    if predictions_path.exists():
-        import polars as pl
-
-        prior_predictions = pl.read_parquet(predictions_path)
-    res, predictions, notes = results(workdir, cfg, prior, prior_predictions)
+    prior, prior_predictions = read_committed(out, predictions_path)
+    res, predictions, notes = results(workdir, cfg, prior, prior_predictions, tuple(a.replace))
     for note in notes:
         print(f"note: {note}")
     out.write_text(json.dumps(res, indent=2) + "\n")
-    if prior_predictions is None or not predictions.equals(prior_predictions):
+    if predictions.height and (
+        prior_predictions is None or not predictions.equals(prior_predictions)
+    ):
         predictions.write_parquet(predictions_path)
     plot_curves(res, out.with_name(f"{cfg['name']}-curves.png"))
     plot_families(res, out.with_name(f"{cfg['name']}-families.png"))

@@ -6,7 +6,7 @@ of different query sets.
     python benchmarks/paired_across.py ~/rerec-runs/fidelity-smollm2-cpu eval-sft \\
         ~/rerec-runs/fidelity-smollm2-cpu-compact eval-sft
     P=benchmarks/results/fidelity-smollm2-cpu-predictions.parquet
-    python benchmarks/paired_across.py $P eval-sft-rerec-48 $P eval-sft
+    python benchmarks/paired_across.py $P eval-popular $P eval-random
 
 prints accuracy(run) - accuracy(against) with its 95% paired interval
 (`stages.report.stage.paired_bootstrap`, as `rerec report --paired-against`), the queries only
@@ -39,11 +39,19 @@ def load(source: Path, name: str) -> tuple[str, str, Any]:
         return identity, queries_ref(art), art.read("predictions")
     if not source.is_file():
         raise UserError(f"{source}: neither a workdir nor a predictions file")
-    rows = pl.read_parquet(source).filter(pl.col("eval_name") == name)
+    try:
+        table = pl.read_parquet(source).select(
+            "eval_name", "eval", "queries", "query_id", "correct"
+        )
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise UserError(f"{source}: not a predictions file ({exc.__class__.__name__})") from None
+    rows = table.filter(pl.col("eval_name") == name)
     evals = sorted(set(rows["eval"]))
-    if len(evals) != 1:
-        found = "none" if not evals else ", ".join(evals)
-        raise UserError(f"{source}: {name} has {len(evals)} evals recorded ({found}), not one")
+    if not evals:
+        there = ", ".join(sorted(set(table["eval_name"])))
+        raise UserError(f"{source}: {name} is not in it (evals there: {there})")
+    if len(evals) > 1:
+        raise UserError(f"{source}: {name} is recorded as {len(evals)} evals ({', '.join(evals)})")
     return evals[0], rows["queries"][0], rows
 
 

@@ -6,12 +6,14 @@ only. Checked on the toy pipeline's real evals, against differences counted by h
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from stages.eval.config import EvalConfig
+from stages.eval.metrics import mcnemar_exact_p
 from stages.eval.stage import evaluate
 from tests.fixtures.pipeline import copy_of, pipeline  # noqa: F401  (fixtures)
 
@@ -59,6 +61,9 @@ def test_results_record_each_eval_and_its_queries_and_pair_by_hand(evals) -> Non
     paired = res["paired_vs_sft"]["x"]
     assert paired["diff"] == pytest.approx(by_hand, abs=1e-4) and paired["n"] == len(x)
     assert paired["evals"] == [res["runs"]["x"]["eval"], res["runs"]["sft"]["eval"]]
+    only = sum(x[q] and not sft[q] for q in x), sum(sft[q] and not x[q] for q in x)
+    assert (paired["only_run"], paired["only_against"]) == only and only[0] > 0
+    assert paired["mcnemar_p"] == pytest.approx(mcnemar_exact_p(*only), rel=1e-2)
     # sft-grpo was never run: no comparison against it
     assert "paired_vs_grpo" not in res
 
@@ -90,17 +95,15 @@ def test_results_without_the_workdir_keep_the_committed_figures_and_recompute_pa
     lost, rows, notes = experiment.results(tmp_path / "gone", CFG, res, None)
     assert lost["runs"] == res["runs"] and rows.height == 0
     assert lost["paired_vs_sft"] == res["paired_vs_sft"]
-    assert (
-        f"x: kept ({res['runs']['x']['eval']}; its predictions are missing, so it pairs no more)"
-        in notes
-    )
+    assert f"x: kept ({res['runs']['x']['eval']}; its predictions are missing)" in notes
 
 
-def test_results_keep_old_entries_say_what_changed_and_drop_pairs_they_no_longer_hold(
+def test_a_differing_eval_is_recorded_beside_the_committed_one_unless_replaced(
     evals, tmp_path
 ) -> None:
     # the results of an earlier workdir, written before evals were recorded: no eval ids, no
-    # predictions, pairs named by their run alone. The workdir now holds only the sft's eval.
+    # predictions, pairs named by their run alone. The workdir now holds only the sft's eval,
+    # with other figures.
     old = {
         "runs": {
             "sft": {"accuracy": 0.9, "accuracy_ci": [0.8, 1.0]},
@@ -109,49 +112,78 @@ def test_results_keep_old_entries_say_what_changed_and_drop_pairs_they_no_longer
         },
         "paired_vs_sft": {"x": {"diff": -0.4, "ci": [-0.9, 0.1], "n": 4, "against": "sft"}},
     }
+    named_pair = {"x": {"run": "x"} | old["paired_vs_sft"]["x"]}
     only_sft = _only_sft(evals, tmp_path)
     res, predictions, notes = experiment.results(only_sft, CFG, old, None)
-    assert res["runs"]["x"] == old["runs"]["x"]  # kept as it was
-    assert res["runs"]["gone-from-config"] == old["runs"]["gone-from-config"]
+    # x was trained from the committed sft, and the pair describes it: both stay; the new
+    # eval is recorded beside them, and said
+    assert res["runs"] == old["runs"] and res["paired_vs_sft"] == named_pair
+    assert res["reruns"]["sft"]["eval"].startswith("eval-sft@")
+    assert predictions.height == 0  # neither committed entry has predictions
     assert "gone-from-config: not in the config; kept as committed" in notes
-    assert res["runs"]["sft"]["eval"].startswith("eval-sft@")  # the new one replaces the old
+    assert any(
+        n.startswith(f"sft: {res['reruns']['sft']['eval']} (accuracy ")
+        and "does not reproduce eval-sft of an earlier workdir (accuracy 0.9)" in n
+        and n.endswith("(--replace sft takes the new one)")
+        for n in notes
+    )
+    # --replace takes it; the pair no longer describes these two evals: dropped, and said
+    res, predictions, notes = experiment.results(only_sft, CFG, old, None, ("sft",))
+    assert res["runs"]["sft"]["eval"].startswith("eval-sft@") and "reruns" not in res
     assert set(predictions["eval_name"]) == {"eval-sft"}
     replaced = "sft: eval-sft of an earlier workdir (accuracy 0.9) replaced by eval-sft@"
-    assert any(n.startswith(replaced) for n in notes)
-    # one side changed and the other has no predictions: the old pair no longer describes
-    # these two evals, so it is dropped, and said
+    assert any(n.startswith(replaced) and n.endswith("as --replace says") for n in notes)
     assert "paired_vs_sft" not in res
     dropped = "paired_vs_sft x: dropped; x or sft changed and the other has no predictions"
     assert any(n.startswith(dropped) for n in notes)
-    # with neither side changed, the old pair stays, and names its run
-    res2, _, _ = experiment.results(tmp_path / "gone", CFG, old, None)
-    assert res2["paired_vs_sft"] == {"x": {"run": "x"} | old["paired_vs_sft"]["x"]}
-    # a committed pair of the same run against another reference is not this comparison
+    # a committed pair of the same run against another reference is another comparison: it
+    # goes under paired_other, by the same rules (here its reference has no entry: dropped)
     other = old | {"paired_vs_sft": {"x": old["paired_vs_sft"]["x"] | {"against": "y"}}}
-    res3, _, _ = experiment.results(tmp_path / "gone", CFG, other, None)
-    assert "x" not in res3.get("paired_vs_sft", {})
+    res3, _, notes = experiment.results(tmp_path / "gone", CFG, other, None)
+    assert "paired_vs_sft" not in res3 and "paired_other" not in res3
+    assert any(n.startswith("paired_other x vs y: dropped") for n in notes)
 
 
-def test_an_eval_that_reproduces_the_committed_figures_keeps_its_pairs(evals, tmp_path) -> None:
-    res, _, _ = experiment.results(evals.root, CFG)
-    # as committed by an earlier workdir: the same figures, no ids, no predictions
+def test_results_of_the_first_run_name_their_references_by_key(tmp_path) -> None:
+    # pairs written before they named their run and reference (the first run's results)
     old = {
-        "runs": {k: {f: v for f, v in e.items() if f not in ("eval", "queries")}
-                 for k, e in res["runs"].items()},
-        "paired_vs_sft": res["paired_vs_sft"],
-    }  # fmt: skip
-    again, _, notes = experiment.results(_only_sft(evals, tmp_path), CFG, old, None)
-    assert f"sft: {again['runs']['sft']['eval']} reproduces every figure of eval-sft of an " \
-        "earlier workdir" in notes  # fmt: skip
-    assert again["paired_vs_sft"] == old["paired_vs_sft"]
-    assert "paired_vs_sft x: kept (its evals' figures were reproduced)" in notes
-    # the same version id with other contents (code changed under it) is another eval
-    changed = res["runs"]["sft"] | {"eval": res["runs"]["sft"]["eval"][:-12] + "0" * 12}
-    changed |= {"accuracy": 0.0}
-    again, _, notes = experiment.results(
-        _only_sft(evals, tmp_path / "2"), CFG, res | {"runs": res["runs"] | {"sft": changed}}
+        "runs": {r: {"accuracy": 0.1, "accuracy_ci": [0.0, 0.2]} for r in ("sft", "g", "x")},
+        "paired_vs_sft": {"x": {"diff": 0.1, "ci": [0.0, 0.2], "n": 9}},
+        "paired_vs_grpo": {"x": {"diff": 0.2, "ci": [0.1, 0.3], "n": 9}},
+    }
+    cfg = CFG | {"runs": {"g": {}, "x": {}}, "grpo_of": {"x": "g"}}
+    res, _, notes = experiment.results(tmp_path / "gone", cfg, old, None)
+    assert res["paired_vs_sft"]["x"] == {"run": "x", "against": "sft"} | old["paired_vs_sft"]["x"]
+    assert res["paired_vs_grpo"]["x"]["against"] == "g"
+
+
+def test_an_eval_reproduces_only_with_the_same_answers_where_they_were_kept(
+    evals, tmp_path
+) -> None:
+    res, predictions, _ = experiment.results(evals.root, CFG)
+    sft = res["runs"]["sft"]
+    # committed under another content hash, with the same figures but one answer flipped
+    moved = sft["eval"][:-12] + "0" * 12
+    first = predictions.filter(pl.col("eval") == sft["eval"])["query_id"][0]
+    flipped = predictions.with_columns(
+        eval=pl.when(pl.col("eval") == sft["eval"]).then(pl.lit(moved)).otherwise("eval"),
+        correct=pl.when((pl.col("eval") == sft["eval"]) & (pl.col("query_id") == first))
+        .then(~pl.col("correct"))
+        .otherwise("correct"),
     )
-    assert any(n.startswith(f"sft: {changed['eval']} (accuracy 0.0) replaced by") for n in notes)
+    committed = res | {"runs": res["runs"] | {"sft": sft | {"eval": moved}}}
+    again, _, notes = experiment.results(evals.root, CFG, committed, flipped)
+    assert again["runs"]["sft"]["eval"] == moved
+    assert json.dumps(again["reruns"]["sft"]) == json.dumps(sft)  # NaN intervals: as JSON
+    assert any(n.startswith(f"sft: {sft['eval']} (accuracy") for n in notes)
+    # the same answers: reproduced, and the workdir's eval takes the place
+    same = predictions.with_columns(
+        eval=pl.when(pl.col("eval") == sft["eval"]).then(pl.lit(moved)).otherwise("eval")
+    )
+    again, _, notes = experiment.results(evals.root, CFG, committed, same)
+    assert json.dumps(again["runs"]["sft"]) == json.dumps(sft) and "reruns" not in again
+    reproduced = f"sft: {sft['eval']} reproduces every figure of {moved} and every answer"
+    assert reproduced in notes
 
 
 def test_results_pair_each_other_comparison_of_a_run_apart(evals) -> None:
@@ -216,10 +248,19 @@ def test_paired_across_workdirs_pairs_the_same_queries_and_refuses_others(
             m.setattr("sys.argv", ["paired_across.py", *sides])
             assert across.main() == 0
         assert capsys.readouterr().out == printed
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr("sys.argv", ["paired_across.py", str(kept), "eval-y", str(kept), "eval-sft"])
-        assert across.main() == 2
-    assert "eval-y has 0 evals recorded (none), not one" in capsys.readouterr().err
+    bad = tmp_path / "results.json"
+    bad.write_text("{}")
+    for sides, error in (
+        ([kept, "eval-y", kept, "eval-sft"], f"error: {kept}: eval-y is not in it (evals there: "),
+        ([bad, "eval-x", kept, "eval-sft"], f"error: {bad}: not a predictions file ("),
+        ([tmp_path / "nowhere", "eval-x", kept, "eval-sft"], "neither a workdir nor a predictions"),
+    ):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr("sys.argv", ["paired_across.py", *map(str, sides)])
+            assert across.main() == 2
+        err = capsys.readouterr().err
+        assert err.startswith(error) or error in err, err
+        assert len(err.strip().splitlines()) == 1
     # the second workdir's sft evaluated again, on queries made with other settings
     from stages.core.store import ArtifactStore
 
@@ -230,3 +271,14 @@ def test_paired_across_workdirs_pairs_the_same_queries_and_refuses_others(
         m.setattr("sys.argv", argv)
         assert across.main() == 2
     assert "evaluated different queries" in capsys.readouterr().err
+
+
+def test_the_experiment_refuses_unknown_names_in_one_line(capsys) -> None:
+    for args in (["--only", "sft-ppo"], ["--results", "--only", "sft-ppo"], ["--replace", "zz"]):
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr("sys.argv", ["experiment.py", "--dry-run", *args])
+            with pytest.raises(SystemExit) as exit_:
+                experiment.main()
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: --") and "not in the config" in err[0]

@@ -36,12 +36,12 @@ def test_a_pair_line_says_its_mcnemar_counts_when_it_has_them() -> None:
         "baselines": {},
         "paired_vs_sft": {
             "a": pair,  # computed before the counts were recorded
-            "b": pair | {"only_run": 65, "only_against": 44, "mcnemar_p": 0.0549},
+            "b": pair | {"run": "b", "only_run": 65, "only_against": 44, "mcnemar_p": 0.0549},
         },
     }
     lines = experiment_table(res).splitlines()
     assert "- a − sft: +0.042 [+0.002, +0.082] (paired bootstrap, n=500)" in lines
     assert (
-        "- b − sft: +0.042 [+0.002, +0.082] (paired bootstrap, n=500; right only for one: "
+        "- b − sft: +0.042 [+0.002, +0.082] (paired bootstrap, n=500; right only for b / sft: "
         "65 / 44, McNemar p 0.0549)"
     ) in lines
