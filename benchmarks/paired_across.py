@@ -76,8 +76,9 @@ def main() -> int:
         return 2
     print(
         f"{run} - {against}: {d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
-        f"(paired bootstrap, n={d['n']}, {run_queries}); right only for one: "
-        f"{d['only_run']} / {d['only_against']}, exact McNemar p = {d['mcnemar_p']:.3g}"
+        f"(paired bootstrap, n={d['n']}, {run_queries}); right only for the first: "
+        f"{d['only_run']}, only for the second: {d['only_against']}; exact McNemar p = "
+        f"{d['mcnemar_p']:.3g}"
     )
     return 0
 

@@ -237,7 +237,10 @@ def test_paired_across_workdirs_pairs_the_same_queries_and_refuses_others(
     by_hand = sum(x[q] - sft[q] for q in x) / len(x)
     only = sum(x[q] and not sft[q] for q in x), sum(sft[q] and not x[q] for q in x)
     printed = capsys.readouterr().out
-    assert f"{by_hand:+.3f}" in printed and f"right only for one: {only[0]} / {only[1]}" in printed
+    assert (
+        f"{by_hand:+.3f}" in printed
+        and f"right only for the first: {only[0]}, only for the second: {only[1]}" in printed
+    )
     # the same from the committed predictions file, on either side
     _, predictions, _ = experiment.results(evals.root, CFG)
     kept = tmp_path / "predictions.parquet"
