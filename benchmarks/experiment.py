@@ -270,7 +270,7 @@ def results(
         else:
             status[key] = KEPT
             reruns[key] = fresh
-            frames.append(old_rows)
+            frames.extend([old_rows, fresh_rows])  # the rerun's answers are kept too
             notes.append(
                 f"{key}: {fresh['eval']} (accuracy {fresh['accuracy']}) does not reproduce "
                 f"{old} (accuracy {before['accuracy']}): recorded under reruns, the committed "
@@ -307,6 +307,7 @@ def results(
     }
     if reruns:
         out["reruns"] = reruns
+        frames += [kept_rows.filter(pl.col("eval") == r["eval"]) for r in reruns.values()]
     # a run's curves and groups go with its entry: while the committed one is kept (the
     # workdir's eval differs, or is not made yet), so are they
     taken = {run for run in ("sft", *cfg["runs"]) if status.get(run) != KEPT}

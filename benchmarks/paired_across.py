@@ -45,13 +45,18 @@ def load(source: Path, name: str) -> tuple[str, str, Any]:
         )
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise UserError(f"{source}: not a predictions file ({exc.__class__.__name__})") from None
-    rows = table.filter(pl.col("eval_name") == name)
+    # a name, or `name@version` where the file holds more than one eval of that name (a rerun)
+    pick = pl.col("eval").str.starts_with(name) if "@" in name else pl.col("eval_name") == name
+    rows = table.filter(pick)
     evals = sorted(set(rows["eval"]))
     if not evals:
         there = ", ".join(sorted(set(table["eval_name"])))
         raise UserError(f"{source}: {name} is not in it (evals there: {there})")
     if len(evals) > 1:
-        raise UserError(f"{source}: {name} is recorded as {len(evals)} evals ({', '.join(evals)})")
+        raise UserError(
+            f"{source}: {name} is recorded as {len(evals)} evals ({', '.join(evals)}): name one "
+            "as name@version"
+        )
     return evals[0], rows["queries"][0], rows
 
 

@@ -119,7 +119,8 @@ def test_a_differing_eval_is_recorded_beside_the_committed_one_unless_replaced(
     # eval is recorded beside them, and said
     assert res["runs"] == old["runs"] and res["paired_vs_sft"] == named_pair
     assert res["reruns"]["sft"]["eval"].startswith("eval-sft@")
-    assert predictions.height == 0  # neither committed entry has predictions
+    # neither committed entry has predictions; the rerun's are kept
+    assert set(predictions["eval"]) == {res["reruns"]["sft"]["eval"]}
     assert "gone-from-config: not in the config; kept as committed" in notes
     assert any(
         n.startswith(f"sft: {res['reruns']['sft']['eval']} (accuracy ")
@@ -175,6 +176,12 @@ def test_an_eval_reproduces_only_with_the_same_answers_where_they_were_kept(
     again, _, notes = experiment.results(evals.root, CFG, committed, flipped)
     assert again["runs"]["sft"]["eval"] == moved
     assert json.dumps(again["reruns"]["sft"]) == json.dumps(sft)  # NaN intervals: as JSON
+    # both evals' answers are kept, and stay when the workdir is gone
+    _, kept, _ = experiment.results(evals.root, CFG, committed, flipped)
+    assert {moved, sft["eval"]} <= set(kept["eval"])
+    gone, kept_gone, _ = experiment.results(tmp_path / "gone", CFG, again, kept)
+    assert gone["reruns"]["sft"]["eval"] == sft["eval"]
+    assert {moved, sft["eval"]} <= set(kept_gone["eval"])
     assert any(n.startswith(f"sft: {sft['eval']} (accuracy") for n in notes)
     # the same answers: reproduced, and the workdir's eval takes the place
     same = predictions.with_columns(
