@@ -137,7 +137,7 @@ def plan(cfg: dict[str, Any], only: list[str] | None) -> list[list[str]]:
 def summary(eval_art: Any) -> dict[str, Any]:
     """An eval's figures for the results: accuracy with its interval, valid format, per family,
     answer counts, and which eval (and queries) they are of."""
-    from stages.report.stage import queries_ref
+    from stages.report.stage import eval_identity, queries_ref
 
     metrics = eval_art.read("metrics")
     rows = {(r["family"], r["metric"]): r for r in metrics.iter_rows(named=True)}
@@ -159,7 +159,7 @@ def summary(eval_art: Any) -> dict[str, Any]:
         "answers": answer_counts(eval_art.read("predictions")),
         # what the figures are of, as `name@version#content`: a version id is of the config and
         # inputs, so an eval rebuilt by other code keeps it; the content hash tells them apart
-        "eval": f"{eval_art.ref}#{eval_art.manifest.content_hash[:12]}",
+        "eval": eval_identity(eval_art),
         "queries": queries_ref(eval_art),
     }
 
@@ -673,14 +673,16 @@ def read_committed(out: Path, predictions_path: Path) -> tuple[Any, Any]:
     import polars as pl
 
     prior = prior_predictions = None
-    try:
-        if out.exists():
-            prior = json.loads(out.read_text())
-        if predictions_path.exists():
-            prior_predictions = predictions_frame(pl.read_parquet(predictions_path))
-    except (json.JSONDecodeError, pl.exceptions.PolarsError, OSError) as exc:
-        bad = predictions_path if prior is not None or not out.exists() else out
-        raise UserError(f"{bad}: not readable as committed results ({exc})") from None
+    for path in (out, predictions_path):
+        if not path.exists():
+            continue
+        try:
+            if path == out:
+                prior = json.loads(out.read_text())
+            else:
+                prior_predictions = predictions_frame(pl.read_parquet(path))
+        except (json.JSONDecodeError, pl.exceptions.PolarsError, OSError) as exc:
+            raise UserError(f"{path}: not readable as committed results ({exc})") from None
     return prior, prior_predictions
 
 

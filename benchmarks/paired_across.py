@@ -24,7 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from stages.core.errors import UserError  # noqa: E402
 from stages.core.store import ArtifactStore  # noqa: E402
-from stages.report.stage import NoSharedQuery, paired_bootstrap, queries_ref  # noqa: E402
+from stages.report.stage import (  # noqa: E402
+    NoSharedQuery,
+    eval_identity,
+    paired_bootstrap,
+    queries_ref,
+)
 
 
 def load(source: Path, name: str) -> tuple[str, str, Any]:
@@ -35,8 +40,7 @@ def load(source: Path, name: str) -> tuple[str, str, Any]:
     source = source.expanduser()
     if source.is_dir():
         art = ArtifactStore(source).resolve(name, kind="eval")
-        identity = f"{art.ref}#{art.manifest.content_hash[:12]}"  # as the predictions file
-        return identity, queries_ref(art), art.read("predictions")
+        return eval_identity(art), queries_ref(art), art.read("predictions")
     if not source.is_file():
         raise UserError(f"{source}: neither a workdir nor a predictions file")
     try:

@@ -129,6 +129,11 @@ def paired_bootstrap(
     }
 
 
+def eval_identity(artifact: Artifact) -> str:
+    """`name@version#<content hash, 12 digits>`: an eval as the experiment's results name it."""
+    return f"{artifact.ref}#{artifact.manifest.content_hash[:12]}"
+
+
 def queries_ref(artifact: Artifact) -> str:
     """`queries@<version>#<content hash, 12 digits>` of the queries an eval read: two evals
     are comparable query by query only when these are equal, whichever workdir or machine made
