@@ -25,6 +25,7 @@ import polars as pl
 
 from stages.core.artifact import Artifact, ArtifactWriter, BuildResult
 from stages.core.errors import UserError
+from stages.core.numerics import blas_reproducibility, blas_warnings
 from stages.core.store import ArtifactStore
 from stages.eval.baselines import baseline_predictions, boxed
 from stages.eval.config import EvalConfig
@@ -135,6 +136,7 @@ def evaluate(
         warnings += store.check_mismatch(
             [*inputs, *([model_art] if model_art else [])], allow=cfg.allow_mismatch
         )
+        warnings += blas_warnings()
         if model_art is not None:
             inputs.append(model_art)
         else:
@@ -208,7 +210,7 @@ def evaluate(
         overall = table.filter(pl.col("family") == "all")
         writer.metrics.update(
             queries=df.height,
-            **({"precision": gen.precision} if gen else {}),
+            **({"precision": gen.precision, "blas": blas_reproducibility()} if gen else {}),
             **{
                 f"{d}/{m}": round(v, 4)
                 for d, m, v in overall.select("domain", "metric", "value").iter_rows()

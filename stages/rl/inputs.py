@@ -10,6 +10,7 @@ from datasets import Dataset
 
 from stages.core.artifact import Artifact
 from stages.core.errors import UserError
+from stages.core.numerics import blas_warnings
 from stages.core.store import ArtifactStore
 from stages.llm.models import resolve_model
 from stages.llm.prompts import prompt_options, render_messages
@@ -52,9 +53,12 @@ def load_inputs(store: ArtifactStore, cfg: TrainConfig) -> Inputs:
             )
         cf = store.resolve(cf_name, kind="embeddings")
     model_artifact, model_path = resolve_model(store, cfg.model)
-    warnings = store.check_mismatch(
-        [a for a in (queries, graph, cf, model_artifact) if a is not None],
-        allow=cfg.allow_mismatch,
+    warnings = (
+        store.check_mismatch(
+            [a for a in (queries, graph, cf, model_artifact) if a is not None],
+            allow=cfg.allow_mismatch,
+        )
+        + blas_warnings()
     )
     part = cfg.part
     if part == "auto":  # RL from a cold start learns from the half the SFT did not see

@@ -10,6 +10,7 @@ import polars as pl
 
 from schemas.policy import CURRICULUM, LOG, ROLLOUTS
 from stages.core.artifact import ArtifactWriter
+from stages.core.numerics import blas_reproducibility
 from stages.llm.lora import portable_adapter
 from stages.llm.prompts import prompt_options
 from stages.rl.config import TrainConfig
@@ -46,6 +47,7 @@ def write_policy(
     }
     writer.file("policy.json").write_text(json.dumps(policy, indent=2) + "\n")
     writer.metrics["precision"] = precision
+    writer.metrics["blas"] = blas_reproducibility()
     state = trainer.run_state
     log = (
         pl.DataFrame(state.log, schema=LOG.columns)

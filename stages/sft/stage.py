@@ -36,6 +36,7 @@ from stages.core.atomic import write_durably
 from stages.core.devices import pick_device
 from stages.core.errors import UserError
 from stages.core.extra_args import activation_checkpointing, check_extra, check_extras
+from stages.core.numerics import blas_reproducibility, blas_warnings
 from stages.core.store import ArtifactStore
 from stages.core.tracking import keep_tensorboard_logs, report_to
 from stages.llm.generation import load_model_folder, quiet_libraries
@@ -201,7 +202,7 @@ def sft_policy(
     graph = store.input_of(queries, "graph")  # its facts write the targets
     model_art, model_path = resolve_model(store, cfg.model)
     inputs = [a for a in (queries, graph, model_art) if a is not None]
-    warnings = store.check_mismatch(inputs, allow=cfg.allow_mismatch)
+    warnings = store.check_mismatch(inputs, allow=cfg.allow_mismatch) + blas_warnings()
     device = pick_device(cfg.device)
     precision = resolve_precision(cfg, device)
     train = read_split(
@@ -273,6 +274,7 @@ def sft_policy(
                 tokens_per_second=tokens_total / seconds if seconds else None,
                 precision=precision,
             )
+        writer.metrics["blas"] = blas_reproducibility()
 
     result = store.build(
         name,
