@@ -13,7 +13,7 @@ the experiment's runs were made before 2026-11-30.
 The options after ``--`` are the run's own `rerec train` options (the same ones, so that the
 checkpoint is this run's; ``--output`` a name of its own: its run folder is used and removed).
 Each process saves a checkpoint every step (``--save-steps 1``, which changes no arithmetic)
-and is stopped with Ctrl-C once step ``--until`` is saved.
+and is stopped (SIGTERM, which rerec takes as Ctrl-C) once step ``--until`` is saved.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def steps_from(
     while not state.exists() and proc.poll() is None:
         time.sleep(1)
     time.sleep(2)  # the state file is the checkpoint's last
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+    if proc.poll() is None:  # rerec stops as on Ctrl-C (SIGINT may be ignored in a background job)
+        proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate()
     if not state.exists():
         sys.exit(f"error: the run stopped before step {until}: {err.strip().splitlines()[-1:]}")
@@ -97,6 +97,9 @@ def main() -> None:
         sys.exit(
             f"error: --checkpoint {args.checkpoint}: no rerec checkpoint before step {args.until}"
         )
+    if "--save-steps" in train[:-1]:  # an option given twice keeps its first value
+        at = train.index("--save-steps")
+        del train[at : at + 2]
     command = [sys.executable, "-m", "rerec_cli", "train", *train, "--save-steps", "1"]
     base = {k: v for k, v in os.environ.items() if k not in ("MKL_CBWR", "PYTHONHASHSEED")}
     if args.without_cnr:
