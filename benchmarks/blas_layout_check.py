@@ -56,6 +56,8 @@ def steps_from(
     checkpoint: Path, until: int, command: list[str], env: dict[str, str], output: str
 ) -> list[dict]:
     folder = run_folder(command, env, output)
+    if folder.exists():  # the probe may leave it behind, empty
+        shutil.rmtree(folder)
     folder.mkdir(parents=True)
     shutil.copytree(checkpoint, folder / checkpoint.name)
     state = folder / f"checkpoint-{until}" / "rerec_state.json"
