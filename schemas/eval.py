@@ -47,7 +47,10 @@ METRICS_TABLE = TableSchema(
 
 EVAL = ArtifactSchema(
     name="eval",
-    version=1,
+    # 2: generated with MKL's conditional numerical reproducibility on (stages/core/numerics.py),
+    # so greedy answers can differ from version 1's for the same config and inputs; same layout
+    version=2,
+    reads=(1,),
     kind="eval",
     description="accuracy, NDCG, QAS, PAS and format of a policy, model or baseline on a split",
     produced_by="rerec eval --force",

@@ -74,9 +74,11 @@ POLICY = ArtifactSchema(
     name="policy",
     # 2: rollouts keep each completion's text. 3: model/adapter_config.json lists its target
     # modules sorted (PEFT writes them in set order, which changed between identical runs);
-    # version 2 artifacts read the same
-    version=3,
-    reads=(2,),
+    # version 2 artifacts read the same. 4: trained with MKL's conditional numerical
+    # reproducibility on (stages/core/numerics.py), so the same config and inputs can give other
+    # weights than before; the layout is unchanged, so versions 3 and 2 read the same
+    version=4,
+    reads=(3, 2),
     kind="policy",
     description="LLM recommendation policy trained with GRPO / ReRec / REINFORCE++",
     produced_by="rerec train --force",
