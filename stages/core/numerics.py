@@ -69,22 +69,27 @@ def _cbwr_get() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     return get
 
 
+def _cbwr_mode() -> int | None:
+    """MKL's CNR mode (``mkl_cbwr.h``), or None where torch has no MKL."""
+    get = _cbwr_get()
+    return None if get is None else get(-1)  # MKL_CBWR_ALL
+
+
 def blas_reproducibility() -> str:
     """The mode MKL runs with, as MKL reports it: ``"MKL CNR AUTO,STRICT"`` when products repeat
     bit for bit from run to run on this CPU type; ``"MKL CNR OFF"`` when they may not; or
     ``"no MKL"`` (a torch build without it, where this does not apply)."""
-    get = _cbwr_get()
-    if get is None:
+    mode = _cbwr_mode()
+    if mode is None:
         return "no MKL"
-    mode = get(-1)  # MKL_CBWR_ALL
     branch = _BRANCHES.get(mode & ~_STRICT, f"branch {mode & ~_STRICT}")
     return f"MKL CNR {branch}{',STRICT' if mode & _STRICT else ''}"
 
 
 def blas_is_reproducible() -> bool:
     """Whether MKL's products repeat from run to run (CNR on, or no MKL to ask)."""
-    mode = blas_reproducibility()
-    return mode == "no MKL" or not mode.startswith("MKL CNR OFF")
+    mode = _cbwr_mode()
+    return mode is None or _BRANCHES.get(mode & ~_STRICT) != "OFF"
 
 
 def blas_warnings() -> list[str]:
