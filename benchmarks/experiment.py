@@ -108,14 +108,16 @@ def plan(cfg: dict[str, Any], only: list[str] | None) -> list[list[str]]:
             if only and run not in only:
                 continue
             name = run if seed == 0 else f"{run}-s{seed}"
+            options = dict(options or {})
+            run_seed = options.pop("seed", seed)  # a second RL seed from the same sft
             steps.append(
                 [
                     "train",
                     "--model",
                     sft_name,
-                    *flags({**cfg["rl"], **(options or {})}),  # a run's options override
+                    *flags({**cfg["rl"], **options}),  # a run's options override
                     "--seed",
-                    str(seed),
+                    str(run_seed),
                     "--output",
                     f"policy-{name}",
                     "--quiet",

@@ -64,9 +64,10 @@ def test_plan_lets_a_run_override_the_shared_rl_options_and_pairs_it_with_its_gr
             "sft-rerec": {"algo": "rerec"},
             "sft-rerec-48": {"algo": "rerec", "steps": 48, "micro_batch": 8},
             "sft-grpo-48": {"algo": "grpo", "steps": 48, "micro_batch": 8},
+            "sft-rerec-48-s1": {"algo": "rerec", "steps": 48, "micro_batch": 8, "seed": 1},
         },
         "main_runs": 2,
-        "grpo_of": {"sft-rerec-48": "sft-grpo-48"},
+        "grpo_of": {"sft-rerec-48": "sft-grpo-48", "sft-rerec-48-s1": "sft-grpo-48"},
         "paired": [["sft-rerec-48", "sft-rerec"]],
     }
     steps = experiment.plan(cfg, None)
@@ -76,6 +77,11 @@ def test_plan_lets_a_run_override_the_shared_rl_options_and_pairs_it_with_its_gr
     assert long[long.index("--steps") + 1] == "48" and "8" == long[long.index("--micro-batch") + 1]
     short = train["policy-sft-rerec"]
     assert short[short.index("--steps") + 1] == "16"
+    assert short[short.index("--seed") + 1] == "0"
+    # a run may name its own RL seed (from the same sft): given once, in place of the shared one
+    second = train["policy-sft-rerec-48-s1"]
+    assert second.count("--seed") == 1 and second[second.index("--seed") + 1] == "1"
+    assert second[second.index("--model") + 1] == "sft"
     # the base model's eval comes after the first `main_runs` RL runs and their evals
     outputs = [s[s.index("--output") + 1] if "--output" in s else s[2] for s in steps]
     assert outputs.index("smollm2-135m") == outputs.index("eval-sft-rerec") + 1
@@ -84,8 +90,10 @@ def test_plan_lets_a_run_override_the_shared_rl_options_and_pairs_it_with_its_gr
         ("paired_vs_sft", "sft-rerec", "sft"),
         ("paired_vs_sft", "sft-rerec-48", "sft"),
         ("paired_vs_sft", "sft-grpo-48", "sft"),
+        ("paired_vs_sft", "sft-rerec-48-s1", "sft"),
         ("paired_vs_grpo", "sft-rerec", "sft-grpo"),
         ("paired_vs_grpo", "sft-rerec-48", "sft-grpo-48"),
+        ("paired_vs_grpo", "sft-rerec-48-s1", "sft-grpo-48"),
         ("paired_other", "sft-rerec-48", "sft-rerec"),
     ]
     res = {"steps": 16, "run_steps": {"sft-rerec": 16, "sft-rerec-48": 48, "sft-grpo-48": 48}}
