@@ -7,10 +7,16 @@ of different query sets.
         ~/rerec-runs/fidelity-smollm2-cpu-compact eval-sft
     P=benchmarks/results/fidelity-smollm2-cpu-predictions.parquet
     python benchmarks/paired_across.py $P eval-popular $P eval-random
+    python benchmarks/paired_across.py $P eval-a+eval-b+eval-c $P eval-sft   # draws pooled
 
 prints accuracy(run) - accuracy(against) with its 95% paired interval
 (`stages.report.stage.paired_bootstrap`, as `rerec report --paired-against`), the queries only
-one side got right each way, and the exact McNemar p-value of those counts.
+one side got right each way, and the exact McNemar p-value of those counts. A side written
+`A+B+...` pools several evals of the same queries (say, RL seeds of one recipe): each query
+counts the share of them that got it right, so the difference is that of the draws' mean
+accuracy, and the interval resamples queries (it shows how far 500 queries pin the mean of
+these draws, not how a further draw would fall); the one-sided counts and McNemar's test
+need right-or-wrong answers, so they are left out then.
 """
 
 from __future__ import annotations
@@ -64,6 +70,27 @@ def load(source: Path, name: str) -> tuple[str, str, Any]:
     return evals[0], rows["queries"][0], rows
 
 
+def load_pooled(source: Path, names: str) -> tuple[str, str, Any]:
+    """``load`` of one eval, or of several joined by ``+``: their mean `correct` per query,
+    over the queries every one of them evaluated (they must have read the same queries)."""
+    import polars as pl
+
+    loaded = [load(source, name) for name in names.split("+")]
+    if len(loaded) == 1:
+        return loaded[0]
+    idents, queries = [ident for ident, _, _ in loaded], {q for _, q, _ in loaded}
+    if len(set(idents)) < len(idents):
+        raise UserError(f"{names}: an eval is named twice")
+    if len(queries) > 1:
+        there = ", ".join(sorted(queries))
+        raise UserError(f"{names}: these evals read different queries ({there})")
+    correct = pl.col("correct").cast(pl.Float64)
+    rows = pl.concat([r.select("query_id", correct) for _, _, r in loaded])
+    pooled = rows.group_by("query_id").agg(pl.col("correct").mean(), pl.len().alias("evals"))
+    pooled = pooled.filter(pl.col("evals") == len(loaded)).drop("evals")
+    return "mean of " + " + ".join(idents), queries.pop(), pooled
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("source", type=Path, help="a workdir, or a predictions .parquet file")
@@ -72,8 +99,8 @@ def main() -> int:
     p.add_argument("against")
     a = p.parse_args()
     try:
-        run, run_queries, run_rows = load(a.source, a.run)
-        against, against_queries, against_rows = load(a.against_source, a.against)
+        run, run_queries, run_rows = load_pooled(a.source, a.run)
+        against, against_queries, against_rows = load_pooled(a.against_source, a.against)
         if run_queries != against_queries:
             raise UserError(f"{run} and {against} evaluated different queries")
         d = paired_bootstrap(run_rows, against_rows)
@@ -83,12 +110,16 @@ def main() -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(
+    line = (
         f"{run} - {against}: {d['diff']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] "
-        f"(paired bootstrap, n={d['n']}, {run_queries}); right only for the first: "
-        f"{d['only_run']}, only for the second: {d['only_against']}; exact McNemar p = "
-        f"{d['mcnemar_p']:.3g}"
+        f"(paired bootstrap, n={d['n']}, {run_queries})"
     )
+    if "+" not in a.run + a.against:
+        line += (
+            f"; right only for the first: {d['only_run']}, only for the second: "
+            f"{d['only_against']}; exact McNemar p = {d['mcnemar_p']:.3g}"
+        )
+    print(line)
     return 0
 
 

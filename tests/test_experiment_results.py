@@ -248,6 +248,14 @@ def test_paired_across_workdirs_pairs_the_same_queries_and_refuses_others(
         f"{by_hand:+.3f}" in printed
         and f"right only for the first: {only[0]}, only for the second: {only[1]}" in printed
     )
+    # two evals pooled on one side: each query counts the share of them that got it right
+    pooled_argv = ["paired_across.py", str(evals.root), "eval-x+eval-sft", str(other), "eval-sft"]
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("sys.argv", pooled_argv)
+        assert across.main() == 0
+    pooled = capsys.readouterr().out
+    assert pooled.startswith("mean of eval-x@") and f": {by_hand / 2:+.3f} [" in pooled
+    assert "McNemar" not in pooled  # right-or-wrong counts do not apply to a mean
     # the same from the committed predictions file, on either side
     _, predictions, _ = experiment.results(evals.root, CFG)
     kept = tmp_path / "predictions.parquet"
@@ -263,6 +271,7 @@ def test_paired_across_workdirs_pairs_the_same_queries_and_refuses_others(
     for sides, error in (
         ([kept, "eval-y", kept, "eval-sft"], f"error: {kept}: eval-y is not in it (evals there: "),
         ([bad, "eval-x", kept, "eval-sft"], f"error: {bad}: not a predictions file ("),
+        ([kept, "eval-x+eval-x", kept, "eval-sft"], "error: eval-x+eval-x: an eval is named twice"),
         ([tmp_path / "nowhere", "eval-x", kept, "eval-sft"], "neither a workdir nor a predictions"),
     ):
         with pytest.MonkeyPatch.context() as m:

@@ -54,8 +54,11 @@ class SFTConfig(StageConfig):
         default=None, ge=1, description="optimizer steps (overrides --epochs)"
     )
     batch_size: int = Field(default=4, ge=1, description="examples per optimizer step")
+    # One example a forward pass has no padding and no attention mask; on this project's 2-core
+    # CPU that was the fastest and the leanest (benchmarks/bench_sft_step.py); a GPU wants more
+    # (the 3B preset sets 8).
     micro_batch: int = Field(
-        default=4, ge=1, description="examples per forward pass (batch_size must divide by it)"
+        default=1, ge=1, description="examples per forward pass (batch_size must divide by it)"
     )
     lr: float = Field(default=2e-4, gt=0, description="peak learning rate (cosine decay)")
     warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="share of steps warming up")
