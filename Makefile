@@ -40,7 +40,7 @@ demo: install
 	$(REREC) make-queries
 	$(REREC) make-queries --check queries
 	$(REREC) make-queries --graph graph-books
-	$(REREC) sft --steps 48 --batch-size 4 --lr 5e-4 --candidate-facts index --max-length 2304
+	$(REREC) sft --steps 36 --batch-size 4 --lr 5e-4 --candidate-facts index --max-length 2304
 	$(REREC) train --model sft --steps 4 --prompts-per-step 1 -G 4 --max-completion-length 192
 	$(REREC) eval --model smollm2-135m --candidate-facts index --named-facts $(DEMO_EVAL)
 	$(REREC) eval --policy sft $(DEMO_EVAL)
