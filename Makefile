@@ -7,9 +7,10 @@ BIN     := $(VENV)/bin
 REREC   := $(BIN)/rerec
 WORKDIR ?= workdir
 export REREC_WORKDIR := $(WORKDIR)
-# The demo evaluates 24 test queries (the same seeded sample for every run); answers end at
-# their box, 192 new tokens at most (the sft's lookup answers run to ~120).
-DEMO_EVAL := --limit 24 --max-new-tokens 192 --quiet
+# The demo evaluates 24 test queries (the same seeded sample for every run), all in one batch
+# (two batches would each run to their longest answer); answers end at their box, 192 new
+# tokens at most (the sft's lookup answers run to ~120).
+DEMO_EVAL := --limit 24 --batch-size 24 --max-new-tokens 192 --quiet
 
 .PHONY: demo test test-lowest install lint fetch lock clean-workdir help experiment
 
@@ -40,7 +41,7 @@ demo: install
 	$(REREC) make-queries
 	$(REREC) make-queries --check queries
 	$(REREC) make-queries --graph graph-books
-	$(REREC) sft --steps 36 --batch-size 4 --lr 5e-4 --candidate-facts index --max-length 2304
+	$(REREC) sft --steps 48 --batch-size 4 --lr 5e-4 --candidate-facts index --max-length 2304
 	$(REREC) train --model sft --steps 4 --prompts-per-step 1 -G 4 --max-completion-length 192
 	$(REREC) eval --model smollm2-135m --candidate-facts index --named-facts $(DEMO_EVAL)
 	$(REREC) eval --policy sft $(DEMO_EVAL)

@@ -107,6 +107,7 @@ PROMPT_VARIANTS = (
     ("compact facts", {"candidate_facts": "compact"}),
     ("compact + named facts", {"candidate_facts": "compact", "named_facts": True}),
     ("index + named facts", {"candidate_facts": "index", "named_facts": True}),
+    ("index-only + named facts", {"candidate_facts": "index-only", "named_facts": True}),
     ("full facts", {"candidate_facts": "full"}),
     ("full + named facts", {"candidate_facts": "full", "named_facts": True}),
 )

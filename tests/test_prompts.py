@@ -122,6 +122,36 @@ def test_index_facts_list_each_value_with_the_candidates_that_have_it() -> None:
     assert prompt_options({"candidate_facts": "index"})["candidate_facts"] == "index"
 
 
+def test_index_only_is_the_index_without_the_numbered_list() -> None:
+    q = row(
+        "simple",
+        [condition("country", "United States"), condition("director", "Woody Allen")],
+    )
+    index = render_user_message(q, candidate_facts="index")
+    only = render_user_message(q, candidate_facts="index-only")
+    numbered = "Candidates:\n1. Heat (1995)\n2. Bananas (1971)\n\n"
+    assert numbered in index
+    assert only == index.replace(numbered, "")
+    assert prompt_options({"candidate_facts": "index-only"})["candidate_facts"] == "index-only"
+
+
+def test_index_only_names_the_candidates_no_index_line_lists() -> None:
+    # Bananas has no writer: the index of a writer request lists only Heat, so without the
+    # numbered list Bananas must be named on its own line, or the model would never see it
+    q = row("simple", [condition("writer", "Michael Mann")])
+    message = render_user_message(q, candidate_facts="index-only")
+    assert message == (
+        "A request?\n\n"
+        "Candidates by writer:\n"
+        "- Michael Mann: Heat (1995)\n\n"
+        "Other candidates: Bananas (1971)\n\n"
+        "Reason in short paragraphs separated by blank lines. Then end with \\boxed{...} "
+        "containing the exact title of the one candidate you recommend."
+    )
+    # the numbered list of the index mode shows every candidate already: no such line there
+    assert "Other candidates" not in render_user_message(q, candidate_facts="index")
+
+
 def test_named_facts_show_the_reference_items_true_facts() -> None:
     jaws = {
         "item_id": 7,
@@ -247,7 +277,7 @@ def test_boolean_candidate_facts_read_as_full_and_none(tmp_path) -> None:
         q, candidate_facts="full"
     )
     assert render_user_message(q, candidate_facts=False) == render_user_message(q)
-    with pytest.raises(ValueError, match="none, compact, index, full"):
+    with pytest.raises(ValueError, match="none, compact, index, index-only, full"):
         render_user_message(q, candidate_facts="short")
 
 

@@ -132,6 +132,17 @@ def test_index_target_copies_the_prompts_most_selective_index_line_before_the_an
     assert paragraphs[:1] + paragraphs[2:] == compact
 
 
+def test_index_only_targets_are_the_index_targets() -> None:
+    # the lookup line is copied from the index lines, which both layouts show alike
+    q = query("simple", [cond("director", "Woody Allen"), cond("genre", "Comedy")])
+    q |= {"text": "A Woody Allen comedy?", "candidate_attributes": [shown(i) for i in (1, 2, 3, 4)]}
+    only = write_completion(q, FACTS, FixedChoice(), layout="index-only")
+    assert only == write_completion(q, FACTS, FixedChoice(), layout="index")
+    lookup = only.split("\n\n")[1]
+    prompt = render_user_message(q, candidate_facts="index-only").split("\n")
+    assert lookup.startswith("Candidates by") and all(x in prompt for x in lookup.split("\n"))
+
+
 def test_index_target_has_no_lookup_when_no_candidate_shows_the_wanted_value() -> None:
     q = query("simple", [cond("director", "Woody Allen")])
     q["candidate_attributes"] = [[] for _ in TITLES]

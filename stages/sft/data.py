@@ -32,7 +32,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from stages.llm.prompts import candidate_index, fact_mode, index_block, shown_relations
+from stages.llm.prompts import (
+    INDEX_MODES,
+    candidate_index,
+    fact_mode,
+    index_block,
+    shown_relations,
+)
 
 Facts = Mapping[int, Mapping[str, Sequence[str]]]  # item_id -> relation -> values
 
@@ -193,7 +199,7 @@ def write_completion(
     layout: str = "compact",
 ) -> str:
     """The target answer for one query row of the `queries` artifact; ``layout`` is the
-    prompt's candidate-facts mode (index adds the lookup paragraph)."""
+    prompt's candidate-facts mode (index and index-only add the lookup paragraph)."""
     pos = int(q["positive_index"])
     ids = [int(i) for i in q["candidate_item_ids"]]
     titles = list(q["candidate_titles"])
@@ -212,7 +218,7 @@ def write_completion(
         paragraphs.append(_restate(q, rng, noun))
         wants = conditions_wanted(q["conditions"] or [])
     met = [(r, v) for r, v in wants if _has(pos_facts, r, v)]
-    if layout == "index":
+    if layout in INDEX_MODES:
         lookup = _lookup(q, met, titles[pos])
         if lookup:
             paragraphs.append(lookup)
