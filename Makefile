@@ -7,10 +7,10 @@ BIN     := $(VENV)/bin
 REREC   := $(BIN)/rerec
 WORKDIR ?= workdir
 export REREC_WORKDIR := $(WORKDIR)
-# The demo evaluates 24 test queries (the same seeded sample for every run), all in one batch
-# (two batches would each run to their longest answer); answers end at their box, 192 new
-# tokens at most (the sft's lookup answers run to ~120).
-DEMO_EVAL := --limit 24 --batch-size 24 --max-new-tokens 192 --quiet
+# The demo evaluates 24 test queries (the same seeded sample for every run); answers end at
+# their box, 192 new tokens at most (the sft's lookup answers run to ~120). In batches of 16 (the
+# default): one batch of 24 took 69.6 s against 57.9 s for the demo's sft.
+DEMO_EVAL := --limit 24 --max-new-tokens 192 --quiet
 
 .PHONY: demo test test-lowest install lint fetch lock clean-workdir help experiment
 

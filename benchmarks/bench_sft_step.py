@@ -38,7 +38,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--steps", type=int, default=6, help="steps a run (the first is left out)")
     p.add_argument("--rounds", type=int, default=2, help="runs of each micro-batch")
-    p.add_argument("--candidate-facts", default="compact", choices=["compact", "index", "index-only"])
+    p.add_argument(
+        "--candidate-facts", default="compact", choices=["compact", "index", "index-only"]
+    )
     a = p.parse_args()
     workdir = a.workdir.expanduser()
     missing = [n for n in NEEDED if not (workdir / n / "latest").exists()]
