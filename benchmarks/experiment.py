@@ -332,7 +332,63 @@ def results(
             if why:
                 notes.append(f"{key} {label}: {why}")
             out.setdefault(key, {})[label] = made
+    pooled = {
+        recipe: pooled_draws(recipe, draws, out, predictions, notes)
+        for recipe, draws in cfg.get("draws", {}).items()
+    }
+    for recipe in sorted(prior.get("draws_vs_sft", {}).keys() - pooled.keys()):
+        notes.append(f"draws_vs_sft {recipe}: not in the config; kept as committed")
+        pooled[recipe] = prior["draws_vs_sft"][recipe]
+    if any(pooled.values()):
+        out["draws_vs_sft"] = {recipe: d for recipe, d in pooled.items() if d}
     return out, predictions, notes
+
+
+def pooled_draws(
+    recipe: str, draws: list[str], res: dict[str, Any], predictions: Any, notes: list[str]
+) -> dict[str, Any] | None:
+    """The config's `draws`: several RL runs of one recipe (its seeds) pooled against the sft.
+    Each query counts the share of the draws that got it right (`pooled_correct`), so the
+    difference is that of the draws' mean accuracy, with a paired interval over queries. A
+    draw's answers are its entry's, or its rerun's where the entry's were not kept (said in a
+    note); None, with a note, when a draw or the sft has no answers or they read other
+    queries."""
+    import polars as pl
+
+    from stages.report.stage import paired_bootstrap, pooled_correct
+
+    def answers(run: str) -> tuple[str, Any] | None:
+        for where in ("runs", "reruns"):
+            ident = res.get(where, {}).get(run, {}).get("eval")
+            rows = predictions.filter(pl.col("eval") == ident) if ident else None
+            if rows is not None and rows.height:
+                if where == "reruns":
+                    notes.append(
+                        f"draws_vs_sft {recipe}: {run} is pooled with its rerun's answers "
+                        f"({ident}); the committed entry's were not kept"
+                    )
+                return ident, rows
+        return None
+
+    found = {run: answers(run) for run in ("sft", *draws)}
+    if missing := [run for run, got in found.items() if got is None]:
+        notes.append(f"draws_vs_sft {recipe}: no answers kept for {', '.join(missing)}")
+        return None
+    if len({q for _, rows in found.values() for q in rows["queries"].unique()}) > 1:
+        notes.append(f"draws_vs_sft {recipe}: its draws and the sft read different queries")
+        return None
+    mean = pooled_correct([found[run][1] for run in draws])
+    d = paired_bootstrap(mean, found["sft"][1])
+    return {
+        "draws": list(draws),
+        "accuracy": round(float(mean["correct"].mean()), 4),
+        "diff": round(d["diff"], 4),
+        "ci": [round(x, 4) for x in d["ci"]],
+        "n": d["n"],
+        "against": "sft",
+        "evals": [found[run][0] for run in draws],
+        "against_eval": found["sft"][0],
+    }
 
 
 def same_figures(before: dict[str, Any], fresh: dict[str, Any]) -> bool:
@@ -697,6 +753,11 @@ def run(a: argparse.Namespace) -> None:
     known = {"base", "sft", "sft_valid", *cfg["runs"], *cfg.get("baselines", [])}
     if set(a.replace) - known:
         raise ValueError(f"--replace {' '.join(sorted(set(a.replace) - known))}: not in the config")
+    for recipe, draws in cfg.get("draws", {}).items():
+        if len(set(draws)) < 2 or set(draws) - set(cfg["runs"]):
+            raise ValueError(
+                f"draws {recipe}: {draws} must name two runs or more of the config, each once"
+            )
     if not a.results:
         for step in steps:
             if a.dry_run:

@@ -34,6 +34,7 @@ from stages.report.stage import (  # noqa: E402
     NoSharedQuery,
     eval_identity,
     paired_bootstrap,
+    pooled_correct,
     queries_ref,
 )
 
@@ -73,8 +74,6 @@ def load(source: Path, name: str) -> tuple[str, str, Any]:
 def load_pooled(source: Path, names: str) -> tuple[str, str, Any]:
     """``load`` of one eval, or of several joined by ``+``: their mean `correct` per query,
     over the queries every one of them evaluated (they must have read the same queries)."""
-    import polars as pl
-
     loaded = [load(source, name) for name in names.split("+")]
     if len(loaded) == 1:
         return loaded[0]
@@ -84,10 +83,7 @@ def load_pooled(source: Path, names: str) -> tuple[str, str, Any]:
     if len(queries) > 1:
         there = ", ".join(sorted(queries))
         raise UserError(f"{names}: these evals read different queries ({there})")
-    correct = pl.col("correct").cast(pl.Float64)
-    rows = pl.concat([r.select("query_id", correct) for _, _, r in loaded])
-    pooled = rows.group_by("query_id").agg(pl.col("correct").mean(), pl.len().alias("evals"))
-    pooled = pooled.filter(pl.col("evals") == len(loaded)).drop("evals")
+    pooled = pooled_correct([rows for _, _, rows in loaded])
     return "mean of " + " + ".join(idents), queries.pop(), pooled
 
 

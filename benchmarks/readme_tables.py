@@ -69,7 +69,8 @@ def mcnemar_text(pair: dict[str, Any]) -> str:
 
 def experiment_table(res: dict[str, Any]) -> str:
     """Runs and baselines with hit@1 per family, M-All with its 95% interval and the valid
-    format share; then the paired differences against sft and sft→grpo."""
+    format share; then the paired differences against sft and sft→grpo, and the config's
+    `draws` (one recipe's seeds) pooled against sft."""
     lines = [
         "| run | " + " | ".join(FAMILIES) + " | M-All [95% CI] | valid format |",
         "|---|" + "---|" * (len(FAMILIES) + 2),
@@ -101,6 +102,14 @@ def experiment_table(res: dict[str, Any]) -> str:
     ]
     if paired:
         lines += ["", "Accuracy differences, 95% paired bootstrap intervals:", "", *paired]
+    pooled = [
+        f"- mean of {', '.join(d['draws'])} − {d['against']}: {d['diff']:+.3f} "
+        f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (their mean accuracy {d['accuracy']:.3f}; "
+        f"paired bootstrap over queries, n={d['n']})"
+        for d in res.get("draws_vs_sft", {}).values()
+    ]
+    if pooled:
+        lines += ["", "RL draws of one recipe (seeds) pooled against the sft:", "", *pooled]
     return "\n".join(lines)
 
 

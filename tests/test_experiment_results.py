@@ -301,3 +301,53 @@ def test_the_experiment_refuses_unknown_names_in_one_line(capsys) -> None:
         assert exit_.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: --") and "not in the config" in err[0]
+
+
+def test_draws_of_one_recipe_are_pooled_against_the_sft_by_hand(evals, tmp_path) -> None:
+    evaluate(evals, EvalConfig(baseline="popular", bootstrap=0, output="eval-y"))
+    cfg = CFG | {"runs": {"x": {}, "y": {}}, "draws": {"xy": ["x", "y"]}}
+    res, predictions, notes = experiment.results(evals.root, cfg)
+    x, y, sft = (correct(evals, f"eval-{n}") for n in ("x", "y", "sft"))
+    by_hand = sum((x[q] + y[q]) / 2 - sft[q] for q in sft) / len(sft)
+    assert x != y  # two draws that differ, so the mean is not either one
+    d = res["draws_vs_sft"]["xy"]
+    assert d["diff"] == pytest.approx(by_hand, abs=1e-4) and d["n"] == len(sft)
+    assert d["accuracy"] == pytest.approx(sum(x[q] + y[q] for q in x) / (2 * len(x)), abs=1e-4)
+    assert d["evals"] == [res["runs"]["x"]["eval"], res["runs"]["y"]["eval"]]
+    assert d["ci"][0] <= d["diff"] <= d["ci"][1]
+    assert d["draws"] == ["x", "y"] and d["against_eval"] == res["runs"]["sft"]["eval"]
+    # the table prints it
+    tables = importlib.util.spec_from_file_location("tables", ROOT / "benchmarks/readme_tables.py")
+    readme_tables = importlib.util.module_from_spec(tables)
+    tables.loader.exec_module(readme_tables)
+    assert f"- mean of x, y − sft: {by_hand:+.3f} [" in readme_tables.experiment_table(res)
+    # a draw whose committed entry kept no answers is pooled with its rerun's, said in a note
+    rerun = res | {
+        "runs": res["runs"] | {"y": res["runs"]["y"] | {"eval": "eval-y@000000000000#0"}},
+        "reruns": {"y": res["runs"]["y"]},
+    }
+    again, _, notes = experiment.results(tmp_path / "gone", cfg, rerun, predictions)
+    assert again["draws_vs_sft"]["xy"]["diff"] == d["diff"]
+    assert any(n.startswith("draws_vs_sft xy: y is pooled with its rerun's answers") for n in notes)
+    # a draw whose answers were not kept is not pooled, and the note says which
+    again, _, notes = experiment.results(
+        tmp_path / "gone", cfg, res, predictions.filter(pl.col("eval_name") != "eval-y")
+    )
+    assert "draws_vs_sft" not in again
+    assert "draws_vs_sft xy: no answers kept for y" in notes
+
+
+def test_draws_must_name_two_runs_of_the_config(tmp_path, capsys) -> None:
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "configs/experiment/smollm2-cpu.yaml").read_text())
+    for draws in (["sft-rerec", "sft-rerec-99"], ["sft-rerec"], ["sft-rerec", "sft-rerec"]):
+        path = tmp_path / "cfg.yaml"
+        path.write_text(yaml.safe_dump(cfg | {"draws": {"r": draws}}))
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr("sys.argv", ["experiment.py", "--dry-run", "--config", str(path)])
+            with pytest.raises(SystemExit) as exit_:
+                experiment.main()
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: draws r: "), err

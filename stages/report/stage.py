@@ -101,6 +101,17 @@ class NoSharedQuery(ValueError):
     """Two sets of predictions with no `query_id` in common."""
 
 
+def pooled_correct(draws: list[pl.DataFrame]) -> pl.DataFrame:
+    """`query_id`, `correct`: the share of ``draws`` (predictions of several evals of the same
+    queries, say RL seeds of one recipe) that got each query right, over the queries every
+    one of them answered. `paired_bootstrap` of it against one eval gives the difference of
+    the draws' mean accuracy, with an interval over queries: how far these queries pin that
+    mean, not how a further draw would fall."""
+    rows = pl.concat([d.select("query_id", pl.col("correct").cast(pl.Float64)) for d in draws])
+    pooled = rows.group_by("query_id").agg(pl.col("correct").mean(), pl.len().alias("draws"))
+    return pooled.filter(pl.col("draws") == len(draws)).drop("draws").sort("query_id")
+
+
 def paired_bootstrap(
     run: pl.DataFrame, against: pl.DataFrame, *, resamples: int = 2000, seed: int = 0
 ) -> dict[str, Any]:
