@@ -349,13 +349,14 @@ def pooled_draws(
 ) -> dict[str, Any] | None:
     """The config's `draws`: several RL runs of one recipe (its seeds) pooled against the sft.
     Each query counts the share of the draws that got it right (`pooled_correct`), so the
-    difference is that of the draws' mean accuracy, with a paired interval over queries. A
+    difference is that of the draws' mean accuracy, with a paired interval over queries and
+    one over draws and queries (`draws_bootstrap`: the spread between seeds counts). A
     draw's answers are its entry's, or its rerun's where the entry's were not kept (said in a
     note); None, with a note, when a draw or the sft has no answers or they read other
     queries."""
     import polars as pl
 
-    from stages.report.stage import paired_bootstrap, pooled_correct
+    from stages.report.stage import draws_bootstrap, paired_bootstrap, pooled_correct
 
     def answers(run: str) -> tuple[str, Any] | None:
         for where in ("runs", "reruns"):
@@ -377,13 +378,16 @@ def pooled_draws(
     if len({q for _, rows in found.values() for q in rows["queries"].unique()}) > 1:
         notes.append(f"draws_vs_sft {recipe}: its draws and the sft read different queries")
         return None
-    mean = pooled_correct([found[run][1] for run in draws])
+    rows = [found[run][1] for run in draws]
+    mean = pooled_correct(rows)
     d = paired_bootstrap(mean, found["sft"][1])
     return {
         "draws": list(draws),
         "accuracy": round(float(mean["correct"].mean()), 4),
         "diff": round(d["diff"], 4),
         "ci": [round(x, 4) for x in d["ci"]],
+        # the draws resampled too: the spread between seeds counts
+        "ci_draws_and_queries": [round(x, 4) for x in draws_bootstrap(rows, found["sft"][1])],
         "n": d["n"],
         "against": "sft",
         "evals": [found[run][0] for run in draws],

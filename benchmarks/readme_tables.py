@@ -67,6 +67,14 @@ def mcnemar_text(pair: dict[str, Any]) -> str:
     )
 
 
+def draws_text(pooled: dict[str, Any]) -> str:
+    """'; resampling the draws too: [-0.004, +0.077]' where the entry has that interval."""
+    if "ci_draws_and_queries" not in pooled:
+        return ""
+    lo, hi = pooled["ci_draws_and_queries"]
+    return f"; resampling the draws too: [{lo:+.3f}, {hi:+.3f}]"
+
+
 def experiment_table(res: dict[str, Any]) -> str:
     """Runs and baselines with hit@1 per family, M-All with its 95% interval and the valid
     format share; then the paired differences against sft and sft→grpo, and the config's
@@ -105,7 +113,7 @@ def experiment_table(res: dict[str, Any]) -> str:
     pooled = [
         f"- mean of {', '.join(d['draws'])} − {d['against']}: {d['diff']:+.3f} "
         f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (their mean accuracy {d['accuracy']:.3f}; "
-        f"paired bootstrap over queries, n={d['n']})"
+        f"paired bootstrap over queries, n={d['n']}{draws_text(d)})"
         for d in res.get("draws_vs_sft", {}).values()
     ]
     if pooled:

@@ -316,6 +316,8 @@ def test_draws_of_one_recipe_are_pooled_against_the_sft_by_hand(evals, tmp_path)
     assert d["evals"] == [res["runs"]["x"]["eval"], res["runs"]["y"]["eval"]]
     assert d["ci"][0] <= d["diff"] <= d["ci"][1]
     assert d["draws"] == ["x", "y"] and d["against_eval"] == res["runs"]["sft"]["eval"]
+    lo, hi = d["ci_draws_and_queries"]  # the draws resampled too: wider
+    assert lo <= d["ci"][0] and d["ci"][1] <= hi
     # the table prints it
     tables = importlib.util.spec_from_file_location("tables", ROOT / "benchmarks/readme_tables.py")
     readme_tables = importlib.util.module_from_spec(tables)

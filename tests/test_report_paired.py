@@ -122,3 +122,33 @@ def test_paired_difference_counts_the_queries_only_one_side_got_right(store) -> 
     # q1, q2 right only for a; q3 right only for b
     assert (d["only_run"], d["only_against"]) == (2, 1)
     assert d["diff"] == pytest.approx(1 / 6) and d["mcnemar_p"] == 1.0
+
+
+def _correct(values: list[bool]) -> pl.DataFrame:
+    return pl.DataFrame({"query_id": [f"q{i:04d}" for i in range(len(values))], "correct": values})
+
+
+def test_draws_bootstrap_counts_the_spread_between_draws() -> None:
+    from stages.report.stage import draws_bootstrap, paired_bootstrap, pooled_correct
+
+    rng = np.random.default_rng(3)
+    one, sft = _correct(list(rng.random(300) < 0.5)), _correct(list(rng.random(300) < 0.4))
+    # identical draws: no spread between them, so the interval is the queries' alone
+    assert draws_bootstrap([one, one, one], sft) == pytest.approx(
+        paired_bootstrap(pooled_correct([one, one, one]), sft)["ci"], abs=1e-12
+    )
+    # one draw right everywhere, one wrong everywhere, the reference wrong everywhere: the
+    # queries do not matter and the mean is the share of the first among two draws drawn
+    # with replacement (0, 1/2 or 1, with chances 1/4, 1/2, 1/4), so the interval is [0, 1]
+    right, wrong = _correct([True] * 50), _correct([False] * 50)
+    assert draws_bootstrap([right, wrong], wrong) == [0.0, 1.0]
+    # while the queries alone see no spread at all
+    assert paired_bootstrap(pooled_correct([right, wrong]), wrong)["ci"] == [0.5, 0.5]
+    # the same inputs and seed give the same interval
+    a, b = _correct(list(rng.random(300) < 0.6)), _correct(list(rng.random(300) < 0.3))
+    assert draws_bootstrap([one, a, b], sft) == draws_bootstrap([one, a, b], sft)
+    wide, narrow = (
+        draws_bootstrap([one, a, b], sft),
+        paired_bootstrap(pooled_correct([one, a, b]), sft)["ci"],
+    )
+    assert wide[1] - wide[0] > narrow[1] - narrow[0]

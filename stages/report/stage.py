@@ -140,6 +140,33 @@ def paired_bootstrap(
     }
 
 
+def draws_bootstrap(
+    draws: list[pl.DataFrame], against: pl.DataFrame, *, resamples: int = 2000, seed: int = 0
+) -> list[float]:
+    """95% interval of the draws' mean accuracy minus ``against``'s when the draws are
+    resampled as well as the queries: each resample draws as many draws as there are, with
+    replacement, and queries as `paired_bootstrap` does (the same query draws for the same
+    seed), so the interval counts the spread between draws (RL seeds) besides the choice of
+    queries. With identical draws it is `paired_bootstrap`'s interval."""
+    joined = against.select("query_id", pl.col("correct").cast(pl.Float64).alias("against"))
+    for n, d in enumerate(draws):
+        joined = joined.join(
+            d.select("query_id", pl.col("correct").cast(pl.Float64).alias(f"d{n}")), on="query_id"
+        )
+    joined = joined.sort("query_id")
+    if joined.height == 0:
+        raise NoSharedQuery("no shared query")
+    per_draw = joined.select(f"d{n}" for n in range(len(draws))).to_numpy().T  # draws × queries
+    queries = np.random.default_rng(seed).integers(
+        0, joined.height, size=(resamples, joined.height)
+    )
+    picks = np.random.default_rng([seed, 1]).integers(0, len(draws), size=(resamples, len(draws)))
+    weights = np.stack([np.bincount(p, minlength=len(draws)) for p in picks]) / len(draws)
+    diff = weights @ per_draw - joined["against"].to_numpy()  # resamples × queries
+    lo, hi = np.percentile(np.take_along_axis(diff, queries, axis=1).mean(axis=1), [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
 def eval_identity(artifact: Artifact) -> str:
     """`name@version#<content hash, 12 digits>`: an eval as the experiment's results name it."""
     return f"{artifact.ref}#{artifact.manifest.content_hash[:12]}"
