@@ -332,13 +332,17 @@ def results(
             if why:
                 notes.append(f"{key} {label}: {why}")
             out.setdefault(key, {})[label] = made
+    committed = prior.get("draws_vs_sft", {})
     pooled = {
         recipe: pooled_draws(recipe, draws, out, predictions, notes)
-        for recipe, draws in cfg.get("draws", {}).items()
+        for recipe, draws in (cfg.get("draws") or {}).items()
     }
-    for recipe in sorted(prior.get("draws_vs_sft", {}).keys() - pooled.keys()):
-        notes.append(f"draws_vs_sft {recipe}: not in the config; kept as committed")
-        pooled[recipe] = prior["draws_vs_sft"][recipe]
+    for recipe in sorted(committed):
+        if recipe not in pooled:
+            notes.append(f"draws_vs_sft {recipe}: not in the config; kept as committed")
+        elif pooled[recipe] is None:
+            notes.append(f"draws_vs_sft {recipe}: kept as committed")
+        pooled[recipe] = pooled[recipe] or committed[recipe]
     if any(pooled.values()):
         out["draws_vs_sft"] = {recipe: d for recipe, d in pooled.items() if d}
     return out, predictions, notes
@@ -358,12 +362,15 @@ def pooled_draws(
 
     from stages.report.stage import draws_bootstrap, paired_bootstrap, pooled_correct
 
+    reruns = []
+
     def answers(run: str) -> tuple[str, Any] | None:
         for where in ("runs", "reruns"):
             ident = res.get(where, {}).get(run, {}).get("eval")
             rows = predictions.filter(pl.col("eval") == ident) if ident else None
             if rows is not None and rows.height:
                 if where == "reruns":
+                    reruns.append(run)
                     notes.append(
                         f"draws_vs_sft {recipe}: {run} is pooled with its rerun's answers "
                         f"({ident}); the committed entry's were not kept"
@@ -392,7 +399,7 @@ def pooled_draws(
         "against": "sft",
         "evals": [found[run][0] for run in draws],
         "against_eval": found["sft"][0],
-    }
+    } | ({"reruns": reruns} if reruns else {})
 
 
 def same_figures(before: dict[str, Any], fresh: dict[str, Any]) -> bool:
@@ -748,6 +755,20 @@ def read_committed(out: Path, predictions_path: Path) -> tuple[Any, Any]:
     return prior, prior_predictions
 
 
+def check_draws(cfg: dict[str, Any]) -> None:
+    """The config's `draws` maps a recipe's name to two runs or more of the config, each
+    named once; ValueError (one line) otherwise."""
+    draws = cfg.get("draws") or {}
+    if not isinstance(draws, dict):
+        raise ValueError(f"draws: {draws!r} is not a mapping of a recipe to its runs")
+    for recipe, runs in draws.items():
+        ok = isinstance(runs, list) and all(isinstance(r, str) for r in runs)
+        if not ok or len(runs) < 2 or len(set(runs)) < len(runs) or set(runs) - set(cfg["runs"]):
+            raise ValueError(
+                f"draws {recipe}: {runs!r} must name two runs or more of the config, each once"
+            )
+
+
 def run(a: argparse.Namespace) -> None:
     cfg = yaml.safe_load(a.config.read_text())
     workdir = Path(
@@ -757,11 +778,7 @@ def run(a: argparse.Namespace) -> None:
     known = {"base", "sft", "sft_valid", *cfg["runs"], *cfg.get("baselines", [])}
     if set(a.replace) - known:
         raise ValueError(f"--replace {' '.join(sorted(set(a.replace) - known))}: not in the config")
-    for recipe, draws in cfg.get("draws", {}).items():
-        if len(set(draws)) < 2 or set(draws) - set(cfg["runs"]):
-            raise ValueError(
-                f"draws {recipe}: {draws} must name two runs or more of the config, each once"
-            )
+    check_draws(cfg)
     if not a.results:
         for step in steps:
             if a.dry_run:

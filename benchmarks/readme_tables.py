@@ -68,11 +68,17 @@ def mcnemar_text(pair: dict[str, Any]) -> str:
 
 
 def draws_text(pooled: dict[str, Any]) -> str:
-    """'; resampling the draws too: [-0.004, +0.077]' where the entry has that interval."""
+    """'; resampling the draws too: [-0.007, +0.077]' where the entry has that interval."""
     if "ci_draws_and_queries" not in pooled:
         return ""
     lo, hi = pooled["ci_draws_and_queries"]
     return f"; resampling the draws too: [{lo:+.3f}, {hi:+.3f}]"
+
+
+def draw_names(pooled: dict[str, Any]) -> list[str]:
+    """The pooled draws' names, `(rerun)` after those pooled with their rerun's answers."""
+    reruns = set(pooled.get("reruns", []))
+    return [f"{d} (rerun)" if d in reruns else d for d in pooled["draws"]]
 
 
 def experiment_table(res: dict[str, Any]) -> str:
@@ -111,7 +117,7 @@ def experiment_table(res: dict[str, Any]) -> str:
     if paired:
         lines += ["", "Accuracy differences, 95% paired bootstrap intervals:", "", *paired]
     pooled = [
-        f"- mean of {', '.join(d['draws'])} − {d['against']}: {d['diff']:+.3f} "
+        f"- mean of {', '.join(draw_names(d))} − {d['against']}: {d['diff']:+.3f} "
         f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}] (their mean accuracy {d['accuracy']:.3f}; "
         f"paired bootstrap over queries, n={d['n']}{draws_text(d)})"
         for d in res.get("draws_vs_sft", {}).values()

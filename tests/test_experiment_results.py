@@ -330,26 +330,40 @@ def test_draws_of_one_recipe_are_pooled_against_the_sft_by_hand(evals, tmp_path)
     }
     again, _, notes = experiment.results(tmp_path / "gone", cfg, rerun, predictions)
     assert again["draws_vs_sft"]["xy"]["diff"] == d["diff"]
+    assert again["draws_vs_sft"]["xy"]["reruns"] == ["y"] and "reruns" not in d
+    assert "- mean of x, y (rerun) − sft: " in readme_tables.experiment_table(again)
     assert any(n.startswith("draws_vs_sft xy: y is pooled with its rerun's answers") for n in notes)
     # a draw whose answers were not kept is not pooled, and the note says which
-    again, _, notes = experiment.results(
-        tmp_path / "gone", cfg, res, predictions.filter(pl.col("eval_name") != "eval-y")
-    )
+    without_y = predictions.filter(pl.col("eval_name") != "eval-y")
+    never = {k: v for k, v in res.items() if k != "draws_vs_sft"}
+    again, _, notes = experiment.results(tmp_path / "gone", cfg, never, without_y)
     assert "draws_vs_sft" not in again
     assert "draws_vs_sft xy: no answers kept for y" in notes
+    # ... and a committed entry stays when its answers are gone
+    kept, _, notes = experiment.results(tmp_path / "gone", cfg, res, without_y)
+    assert kept["draws_vs_sft"] == res["draws_vs_sft"]
+    assert "draws_vs_sft xy: kept as committed" in notes
 
 
 def test_draws_must_name_two_runs_of_the_config(tmp_path, capsys) -> None:
     import yaml
 
     cfg = yaml.safe_load((ROOT / "configs/experiment/smollm2-cpu.yaml").read_text())
-    for draws in (["sft-rerec", "sft-rerec-99"], ["sft-rerec"], ["sft-rerec", "sft-rerec"]):
+    for draws in (
+        {"r": ["sft-rerec", "sft-rerec-99"]},
+        {"r": ["sft-rerec"]},
+        {"r": ["sft-rerec", "sft-rerec"]},
+        {"r": ["sft-rerec", "sft-rerec", "sft-grpo"]},
+        {"r": None},
+        {"r": "sft-rerec"},
+        ["sft-rerec", "sft-grpo"],
+    ):
         path = tmp_path / "cfg.yaml"
-        path.write_text(yaml.safe_dump(cfg | {"draws": {"r": draws}}))
+        path.write_text(yaml.safe_dump(cfg | {"draws": draws}))
         with pytest.MonkeyPatch.context() as m:
             m.setattr("sys.argv", ["experiment.py", "--dry-run", "--config", str(path)])
             with pytest.raises(SystemExit) as exit_:
                 experiment.main()
         assert exit_.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("error: draws r: "), err
+        assert len(err) == 1 and err[0].startswith("error: draws"), err

@@ -144,6 +144,15 @@ def test_draws_bootstrap_counts_the_spread_between_draws() -> None:
     assert draws_bootstrap([right, wrong], wrong) == [0.0, 1.0]
     # while the queries alone see no spread at all
     assert paired_bootstrap(pooled_correct([right, wrong]), wrong)["ci"] == [0.5, 0.5]
+    # one right draw of four: each resample takes four draws, so the mean is the share of
+    # them that are the right one, k / 4 with k ~ Binomial(4, 1/4): P(0) = 0.32, and
+    # P(k >= 3) = 0.051 > 2.5% > P(k = 4) = 0.004, so the interval is [0, 0.75]
+    assert draws_bootstrap([right, wrong, wrong, wrong], wrong) == [0.0, 0.75]
+    # rows are matched by query, not by position
+    shuffled = one.sample(fraction=1.0, shuffle=True, seed=5)
+    assert not shuffled.equals(one)
+    a_, b_ = _correct(list(rng.random(300) < 0.6)), _correct(list(rng.random(300) < 0.3))
+    assert draws_bootstrap([shuffled, a_, b_], sft) == draws_bootstrap([one, a_, b_], sft)
     # the same inputs and seed give the same interval
     a, b = _correct(list(rng.random(300) < 0.6)), _correct(list(rng.random(300) < 0.3))
     assert draws_bootstrap([one, a, b], sft) == draws_bootstrap([one, a, b], sft)

@@ -147,7 +147,9 @@ def draws_bootstrap(
     resampled as well as the queries: each resample draws as many draws as there are, with
     replacement, and queries as `paired_bootstrap` does (the same query draws for the same
     seed), so the interval counts the spread between draws (RL seeds) besides the choice of
-    queries. With identical draws it is `paired_bootstrap`'s interval."""
+    queries. With identical draws it is `paired_bootstrap`'s interval. With few draws it is
+    still too narrow: resampling k draws keeps (k - 1) / k of their variance, and three draws
+    have ten distinct resamples."""
     joined = against.select("query_id", pl.col("correct").cast(pl.Float64).alias("against"))
     for n, d in enumerate(draws):
         joined = joined.join(
