@@ -163,7 +163,7 @@ def draws_bootstrap(
         0, joined.height, size=(resamples, joined.height)
     )
     picks = np.random.default_rng([seed, 1]).integers(0, len(draws), size=(resamples, len(draws)))
-    weights = np.stack([np.bincount(p, minlength=len(draws)) for p in picks]) / len(draws)
+    weights = (picks[:, :, None] == np.arange(len(draws))).mean(axis=1)  # resamples × draws
     diff = weights @ per_draw - joined["against"].to_numpy()  # resamples × queries
     lo, hi = np.percentile(np.take_along_axis(diff, queries, axis=1).mean(axis=1), [2.5, 97.5])
     return [float(lo), float(hi)]
